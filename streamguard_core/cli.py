@@ -1,0 +1,321 @@
+"""The ``streamguard`` command: drives the core without any orchestrator.
+
+Exit codes: 0 success, 1 failure (bad data, missing input, tokenizer trouble), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamguard_core import __version__
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("input and splits")
+    g.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="[SPLIT=]PATH",
+        help="input file (repeatable); prefix with train=/valid=/test= to fix its split. "
+        "Formats: Devign function.json, CodeXGLUE/Devign .jsonl, Juliet .jsonl, generic "
+        ".jsonl/.csv, any of them .gz. No --input: the embedded synthetic data set.",
+    )
+    g.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "devign", "codexglue", "juliet", "jsonl", "csv", "hf"],
+        help="input format ('hf' loads CodeXGLUE from the Hugging Face hub; needs network)",
+    )
+    g.add_argument("--codexglue-splits", metavar="DIR", help="dir with train/valid/test.txt")
+    g.add_argument(
+        "--split-strategy",
+        default="auto",
+        choices=["auto", "codexglue", "explicit", "random", "project", "group", "time"],
+        help="auto: codexglue with --codexglue-splits, explicit with SPLIT= inputs, else random",
+    )
+    g.add_argument(
+        "--split-ratios", nargs=3, type=float, default=(0.8, 0.1, 0.1), metavar=("TR", "VA", "TE")
+    )
+    g.add_argument("--seed", type=int, default=42, help="seed for splits and synthetic data")
+    g.add_argument("--dedup", default="normalized", choices=["none", "exact", "normalized"])
+    g.add_argument(
+        "--juliet-text-field",
+        default="func_anon",
+        choices=["func_anon", "func"],
+        help="Juliet text; 'func' leaks labels through names and comments",
+    )
+    g.add_argument("--func-field", default="func", help="generic JSONL/CSV: source field")
+    g.add_argument("--label-field", default="target", help="generic JSONL/CSV: 0/1 label field")
+    g.add_argument("--id-field", default=None, help="generic JSONL/CSV: record id field")
+    g.add_argument("--max-records", type=int, default=None, help="read at most N per input")
+    g.add_argument(
+        "--synthetic-pairs-per-cwe", type=int, default=40, help="embedded synthetic data size"
+    )
+
+
+def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preprocessing")
+    g.add_argument(
+        "--tokenizer",
+        default=None,
+        help="HF tokenizer name or dir (e.g. microsoft/codebert-base); default: train a "
+        "byte-level BPE on the train split",
+    )
+    g.add_argument("--vocab-size", type=int, default=8000, help="vocabulary of a trained BPE")
+    g.add_argument("--max-seq-len", type=int, default=512, help="tokens incl. <s> and </s>")
+    g.add_argument(
+        "--trimming", default="vulnerability_aware", choices=["vulnerability_aware", "head"]
+    )
+    g.add_argument("--language", default="auto", choices=["auto", "c", "cpp"])
+    g.add_argument("--max-func-chars", type=int, default=1_000_000, help="reject longer ones")
+    g.add_argument("--max-nodes", type=int, default=20_000, help="cut larger AST graphs")
+    g.add_argument("--workers", type=int, default=0, help="worker processes; 0 = all cores")
+    g.add_argument(
+        "--gnn-memory-budget-mb",
+        type=float,
+        default=2048.0,
+        help="memory budget for the recommended GNN batch size",
+    )
+    g.add_argument("--quick-test", action="store_true", help="at most 300 records per input")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    from streamguard_core.config import DataConfig, FieldMap, PreprocessConfig
+
+    data = DataConfig(
+        inputs=args.input,
+        format=args.format,
+        fields=FieldMap(func=args.func_field, label=args.label_field, id=args.id_field),
+        juliet_text_field=args.juliet_text_field,
+        codexglue_splits=args.codexglue_splits,
+        split_strategy=args.split_strategy,
+        split_ratios=tuple(args.split_ratios),
+        seed=args.seed,
+        dedup=args.dedup,
+        synthetic_pairs_per_cwe=args.synthetic_pairs_per_cwe,
+        max_records=args.max_records,
+    )
+    prep = PreprocessConfig(
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        max_seq_len=args.max_seq_len,
+        trimming=args.trimming,
+        language=args.language,
+        max_func_chars=args.max_func_chars,
+        max_nodes=args.max_nodes,
+        workers=args.workers,
+        gnn_memory_budget_mb=args.gnn_memory_budget_mb,
+        quick_test=args.quick_test,
+    )
+    return data, prep
+
+
+def _summary(meta: dict[str, Any], out_dir: Path) -> str:
+    c, ast, trim = meta["counts"], meta["ast"], meta["trimming"]
+    stats = meta["graph_stats"]["all"]
+    lines = [
+        f"processed data set: {out_dir}",
+        f"  read {c['read']:,} = kept {c['kept']:,} + rejected {c['rejected']:,} "
+        f"+ deduplicated {c['deduplicated']:,}",
+        "  kept per split: " + ", ".join(f"{k} {v:,}" for k, v in c["kept_per_split"].items()),
+        f"  split strategy: {meta['split_strategy']}",
+        f"  AST success {ast['success_rate']:.1%} (clean {ast['clean_rate']:.1%}, "
+        f"fallback graphs {ast['fallback']:,})",
+        f"  trimmed {trim['trimmed']:,} functions to {trim['max_seq_len']} tokens",
+        f"  graph nodes mean {stats.get('nodes_mean', 0)} p95 {stats.get('nodes_p95', 0)} "
+        f"max {stats.get('nodes_max', 0)}; recommended GNN batch size "
+        f"{meta['gnn_batch_size']['recommended_batch_size']}",
+        f"  {meta['functions_per_s']:,} functions/s ({meta['timings']['total_s']} s, "
+        f"{meta['workers']} workers)",
+    ]
+    if c["rejected"]:
+        lines.append(
+            f"  rejects by reason: {c['rejected_by_reason']} -> {out_dir / 'rejects.jsonl'}"
+        )
+    lines += [f"  warning: {w}" for w in meta["warnings"]]
+    return "\n".join(lines)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    """streamguard data preprocess."""
+    from streamguard_core.preprocess.run import preprocess
+
+    data, prep = _configs(args)
+    out_dir = Path(args.output_dir)
+    meta = preprocess(data, prep, out_dir, show_progress=not args.no_progress)
+    print(_summary(meta, out_dir))
+    return EXIT_OK
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    """streamguard data synthesize."""
+    from streamguard_core.data.synthetic import generate_synthetic
+    from streamguard_core.io import write_jsonl
+
+    cwes = args.cwes.split(",") if args.cwes else None
+    records = generate_synthetic(pairs_per_cwe=args.pairs_per_cwe, seed=args.seed, cwes=cwes)
+    n = write_jsonl(args.output, (r.to_dict() for r in records))
+    print(f"wrote {n:,} synthetic functions to {args.output}")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """streamguard data stats."""
+    from streamguard_core.preprocess.dataset import load_metadata
+    from streamguard_core.preprocess.run import recommend_batch_size
+
+    meta = load_metadata(args.data_dir)
+    stats = meta["graph_stats"]
+    budget = args.memory_budget_mb or meta["gnn_batch_size"]["memory_budget_mb"]
+    sizing = recommend_batch_size(
+        stats["all"].get("nodes_p95", 0.0),
+        stats["all"].get("edges_p95", 0.0),
+        budget,
+        args.hidden_dim,
+        args.num_layers,
+    )
+    report = {
+        "counts": meta["counts"],
+        "ast": meta["ast"],
+        "trimming": meta["trimming"],
+        "graph_stats": stats,
+        "gnn_batch_size": sizing,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"data set: {args.data_dir}")
+        for split, s in stats.items():
+            if s.get("graphs"):
+                print(
+                    f"  {split:5s} graphs {s['graphs']:>7,}  nodes mean {s['nodes_mean']:>8} "
+                    f"p50 {s['nodes_p50']:>7} p95 {s['nodes_p95']:>7} max {s['nodes_max']:>6}  "
+                    f"edges mean {s['edges_mean']:>8} p95 {s['edges_p95']:>7}"
+                )
+        print(
+            f"  recommended GNN batch size {sizing['recommended_batch_size']} for "
+            f"{budget:g} MB (hidden {args.hidden_dim}, {args.num_layers} layers)"
+        )
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """streamguard demo: the main job on the embedded synthetic data (no files, GPU or cloud)."""
+    from streamguard_core.preprocess.run import preprocess
+
+    args.input = []
+    data, prep = _configs(args)
+    out_dir = Path(args.output_dir)
+    print(
+        "[1/3] synthesize: embedded CWE-template generator "
+        f"({args.synthetic_pairs_per_cwe} pairs per CWE, seed {args.seed})"
+    )
+    print("[2/3] preprocess: split, dedup, tree-sitter graphs, BPE tokens, trimming")
+    meta = preprocess(data, prep, out_dir, show_progress=not args.no_progress)
+    print("[3/3] stats")
+    print(_summary(meta, out_dir))
+    print(f"metadata: {out_dir / 'preprocessing_metadata.json'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to render --help in the README)."""
+    parser = argparse.ArgumentParser(
+        prog="streamguard",
+        description="StreamGuard: train and run function-level vulnerability detectors for "
+        "C/C++.\n\nExit codes: 0 ok, 1 failure (bad data, missing input), 2 usage error.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser(
+        "data", help="ingest, synthesize, preprocess and inspect data", formatter_class=_Formatter
+    )
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    pre = dsub.add_parser(
+        "preprocess",
+        help="raw functions -> processed data set (tokens, graphs, splits, metadata)",
+        description="Read inputs, reject bad records (rejects.jsonl), split, deduplicate "
+        "(leakage_report.json), parse with tree-sitter into AST graphs, encode with a fast "
+        "tokenizer (offsets kept), trim long functions around risky constructs, and write a "
+        "self-describing data set with preprocessing_metadata.json.",
+        formatter_class=_Formatter,
+    )
+    pre.add_argument("--output-dir", required=True, help="where the processed data set goes")
+    _add_data_args(pre)
+    _add_preprocess_args(pre)
+    pre.set_defaults(func=cmd_preprocess)
+
+    syn = dsub.add_parser(
+        "synthesize",
+        help="write the seeded synthetic CWE data set as JSONL",
+        formatter_class=_Formatter,
+    )
+    syn.add_argument("--output", required=True, help="output .jsonl (or .jsonl.gz)")
+    syn.add_argument("--pairs-per-cwe", type=int, default=40)
+    syn.add_argument("--seed", type=int, default=42)
+    syn.add_argument("--cwes", default=None, help="comma-separated subset, e.g. CWE-121,CWE-416")
+    syn.set_defaults(func=cmd_synthesize)
+
+    st = dsub.add_parser(
+        "stats",
+        help="graph statistics and a GNN batch size for a memory budget",
+        formatter_class=_Formatter,
+    )
+    st.add_argument("data_dir", help="a processed data set directory")
+    st.add_argument("--memory-budget-mb", type=float, default=None, help="default: as processed")
+    st.add_argument("--hidden-dim", type=int, default=256)
+    st.add_argument("--num-layers", type=int, default=4)
+    st.add_argument("--json", action="store_true", help="print JSON")
+    st.set_defaults(func=cmd_stats)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the main job on the embedded synthetic data: synthesize -> preprocess -> stats",
+        formatter_class=_Formatter,
+    )
+    demo.add_argument("--output-dir", default="runs/demo", help="where outputs go")
+    _add_data_args(demo)
+    _add_preprocess_args(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    from pydantic import ValidationError
+
+    from streamguard_core.data.loaders import DataError
+    from streamguard_core.preprocess.tokens import TokenizerError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (DataError, TokenizerError, FileNotFoundError) as exc:
+        print(f"streamguard: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ValidationError, ValueError) as exc:
+        print(f"streamguard: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("streamguard: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

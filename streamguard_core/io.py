@@ -1,0 +1,130 @@
+"""Small I/O helpers: atomic JSON, JSON sanitising, content hashing, transparent gzip."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy / torch scalars and arrays, paths, sets and NaN/inf into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
+        return to_jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return to_jsonable(value.item())
+    return str(value)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same directory, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Sanitise ``data`` with :func:`to_jsonable` and write it atomically as JSON."""
+    return atomic_write_text(path, json.dumps(to_jsonable(data), indent=indent) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], sanitize: bool = True) -> int:
+    """Write rows as JSON Lines atomically (``.gz`` suffix compresses); returns the row count.
+
+    ``sanitize=False`` skips :func:`to_jsonable` for rows known to hold plain JSON values only.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    count = 0
+    try:
+        with open_text(tmp, "w", gz=path.suffix == ".gz") as fh:
+            for row in rows:
+                fh.write(json.dumps(to_jsonable(row) if sanitize else row, ensure_ascii=False))
+                fh.write("\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects from a trusted JSON Lines file we wrote ourselves (``.gz`` ok)."""
+    with open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def is_gzip(path: str | Path) -> bool:
+    """True when the file starts with the gzip magic bytes (the suffix is not trusted)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for binary reading, decompressing gzip transparently."""
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def open_text(path: str | Path, mode: str = "r", gz: bool | None = None) -> IO[str]:
+    """Open UTF-8 text, gzip-compressed when ``gz`` (or, for reading, when the file is gzip)."""
+    if "r" in mode:
+        gz = is_gzip(path) if gz is None else gz
+    if gz:
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of a UTF-8 string."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_dir(path: str | Path) -> str:
+    """Content hash of a directory: sha256 over (relative path, file sha256), sorted."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()

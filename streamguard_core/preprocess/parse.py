@@ -1,0 +1,515 @@
+"""tree-sitter C/C++ parsing into compact AST graphs, with a token-chain fallback.
+
+A graph has one node per AST node that carries meaning (named nodes, operators and keywords;
+punctuation and comments are dropped) and three edge types:
+
+* ``0`` parent -> child (AST),
+* ``1`` next sibling (children of one parent, in source order),
+* ``2`` next use (an identifier to the next occurrence of the same name, a simple def-use
+  approximation).
+
+Node features are a node-type id from a fixed vocabulary (the union of the C and C++ grammars'
+node kinds, so the vocabulary does not depend on the data) and, for identifiers and primitive
+types, a hashed name bucket (``node_token``; 0 for other nodes).
+
+When tree-sitter cannot make sense of a function (most of its bytes inside ERROR nodes), the
+graph is a token chain over a regex lexer with the same vocabulary and edge types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import tree_sitter
+import tree_sitter_c
+import tree_sitter_cpp
+
+from streamguard_core.data.normalize import _TOKEN_RE, C_KEYWORDS, normalized_key
+
+EDGE_TYPES = ("ast", "next_sibling", "next_use")
+PAD, UNK, FALLBACK_ROOT = "<pad>", "<unk>", "<fallback_root>"
+SPECIAL_NODE_TYPES = (PAD, UNK, FALLBACK_ROOT)
+NODE_TOKEN_BUCKETS = 1 << 14  # hashed identifier names; 0 means "no name"
+_BUCKET_MOD = NODE_TOKEN_BUCKETS - 1
+
+PUNCTUATION = frozenset(["(", ")", "[", "]", "{", "}", ";", ",", '"', "'", "\n", "end"])
+# Subtrees read as one leaf: comments (which may leak labels), and literals whose insides
+# (quotes, escape sequences) carry no structure worth a node.
+OPAQUE = frozenset(
+    ["comment", "string_literal", "char_literal", "raw_string_literal", "system_lib_string"]
+)
+IDENTIFIER_KINDS = frozenset(
+    [
+        "identifier",
+        "field_identifier",
+        "type_identifier",
+        "statement_identifier",
+        "namespace_identifier",
+    ]
+)
+NAMED_TOKEN_KINDS = IDENTIFIER_KINDS | {"primitive_type"}
+_KEYWORD_BYTES = frozenset(k.encode() for k in C_KEYWORDS)
+_SIGNS = frozenset(b"+-")
+_NORM_LITERAL = {
+    "number_literal": b"NUM",
+    "string_literal": b"STR",
+    "raw_string_literal": b"STR",
+    "system_lib_string": b"STR",
+    "char_literal": b"CHR",
+}
+ERROR_KIND_ID = 65535  # tree-sitter's builtin error symbol
+
+# An AST is "bad" for C when this fraction of its bytes sits in ERROR nodes (then C++ is tried),
+# and unusable (token-chain fallback) above the second threshold.
+RETRY_ERROR_FRACTION = 0.10
+FALLBACK_ERROR_FRACTION = 0.50
+
+LANGUAGES = {
+    "c": tree_sitter.Language(tree_sitter_c.language()),
+    "cpp": tree_sitter.Language(tree_sitter_cpp.language()),
+}
+
+
+@lru_cache(maxsize=1)
+def node_type_vocab() -> tuple[str, ...]:
+    """The fixed node-type vocabulary: specials, then every visible C/C++ node kind, sorted."""
+    names: set[str] = {"ERROR"}
+    for lang in LANGUAGES.values():
+        for kind_id in range(lang.node_kind_count):
+            name = lang.node_kind_for_id(kind_id)
+            if name and lang.node_kind_is_visible(kind_id) and name not in PUNCTUATION:
+                names.add(name)
+    return SPECIAL_NODE_TYPES + tuple(sorted(names - set(SPECIAL_NODE_TYPES)))
+
+
+@lru_cache(maxsize=1)
+def node_type_index() -> dict[str, int]:
+    """Node-type name -> id (cached; do not mutate)."""
+    return {name: i for i, name in enumerate(node_type_vocab())}
+
+
+def vocab_fingerprint() -> str:
+    """Short hash of the vocabulary, stored with processed data to catch mismatches."""
+    return hashlib.sha256("\n".join(node_type_vocab()).encode()).hexdigest()[:16]
+
+
+# Walk actions per node kind (one list lookup per node in the hot loop).
+_STRUCTURAL, _KEEP, _IDENT, _NAMED_LEAF, _LITERAL, _COMMENT, _ERROR = range(7)
+
+
+@dataclass(frozen=True)
+class _KindTable:
+    """Per-grammar lookup lists indexed by ``kind_id`` (65536 long, so ERROR indexes too)."""
+
+    action: list[int]
+    vocab_id: list[int]
+    literal: list[bytes]  # normalised literal token (NUM/STR/CHR)
+    name: list[bytes]  # anonymous kinds: their text, for the normalised token stream
+    error_vocab: int
+
+
+@lru_cache(maxsize=2)
+def _kind_table(lang_name: str) -> _KindTable:
+    lang = LANGUAGES[lang_name]
+    index = node_type_index()
+    action = [_STRUCTURAL] * 65536
+    vocab_id = [index[UNK]] * 65536
+    literal = [b""] * 65536
+    names = [b""] * 65536
+    for kind_id in range(lang.node_kind_count):
+        name = lang.node_kind_for_id(kind_id) or ""
+        named = lang.node_kind_is_named(kind_id)
+        keep = lang.node_kind_is_visible(kind_id) and name not in PUNCTUATION
+        if name == "comment":
+            action[kind_id] = _COMMENT
+        elif name in _NORM_LITERAL:
+            action[kind_id] = _LITERAL
+            literal[kind_id] = _NORM_LITERAL[name]
+        elif not keep:
+            action[kind_id] = _STRUCTURAL
+        elif name in IDENTIFIER_KINDS:
+            action[kind_id] = _IDENT
+        elif name in NAMED_TOKEN_KINDS:
+            action[kind_id] = _NAMED_LEAF
+        else:
+            action[kind_id] = _KEEP
+        if keep:
+            vocab_id[kind_id] = index.get(name, index[UNK])
+        if not named and name.strip():
+            names[kind_id] = name.encode()
+    action[ERROR_KIND_ID] = _ERROR
+    vocab_id[ERROR_KIND_ID] = index["ERROR"]
+    return _KindTable(action, vocab_id, literal, names, index["ERROR"])
+
+
+def name_bucket(name: bytes) -> int:
+    """Stable hashed bucket (1..NODE_TOKEN_BUCKETS-1) of an identifier's bytes."""
+    return zlib.crc32(name) % (NODE_TOKEN_BUCKETS - 1) + 1
+
+
+@dataclass
+class FunctionGraph:
+    """One function's graph.
+
+    Shapes: ``node_type`` / ``node_token`` [num_nodes] (int16 / int32), ``edge_index``
+    [2, num_edges] (int32, source row first), ``edge_type`` [num_edges] (int8).
+    """
+
+    node_type: np.ndarray
+    node_token: np.ndarray
+    edge_index: np.ndarray
+    edge_type: np.ndarray
+    status: str = "ok"  # ok | ok_with_errors | fallback
+    language: str = "c"
+    error_fraction: float = 0.0
+    truncated: bool = False
+    normalized_key: str = ""
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_type.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_type.shape[0])
+
+
+@dataclass
+class GraphInfo:
+    """Per-function facts about how its graph was made."""
+
+    num_nodes: int
+    status: str  # ok | ok_with_errors | fallback
+    language: str  # c | cpp | none (fallback)
+    error_fraction: float
+    truncated: bool
+    normalized_key: str
+
+
+@dataclass
+class GraphBatch:
+    """Graphs of consecutive functions in CSR layout (edge indices local to each graph).
+
+    Shapes: ``node_type``/``node_token`` [total_nodes]; ``num_nodes`` [num_graphs];
+    ``edge_index`` [2, total_edges]; ``edge_type`` [total_edges]; ``num_edges`` [num_graphs].
+    """
+
+    node_type: np.ndarray
+    node_token: np.ndarray
+    num_nodes: np.ndarray
+    edge_index: np.ndarray
+    edge_type: np.ndarray
+    num_edges: np.ndarray
+    info: list[GraphInfo]
+
+    def graph(self, i: int) -> FunctionGraph:
+        """The ``i``-th function's graph."""
+        n0, n1 = int(self.num_nodes[:i].sum()), int(self.num_nodes[: i + 1].sum())
+        e0, e1 = int(self.num_edges[:i].sum()), int(self.num_edges[: i + 1].sum())
+        inf = self.info[i]
+        return FunctionGraph(
+            self.node_type[n0:n1],
+            self.node_token[n0:n1],
+            self.edge_index[:, e0:e1],
+            self.edge_type[e0:e1],
+            inf.status,
+            inf.language,
+            inf.error_fraction,
+            inf.truncated,
+            inf.normalized_key,
+        )
+
+
+class _Lists:
+    """Growing per-chunk node lists; node indices are global within the chunk."""
+
+    __slots__ = ("node_type", "parent", "token_pos", "token_val", "use_dst", "use_src")
+
+    def __init__(self) -> None:
+        self.node_type: list[int] = []
+        self.parent: list[int] = []
+        self.token_pos: list[int] = []
+        self.token_val: list[int] = []
+        self.use_src: list[int] = []
+        self.use_dst: list[int] = []
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.node_type), len(self.token_pos), len(self.use_src)
+
+    def rollback(self, mark: tuple[int, int, int]) -> None:
+        n, t, u = mark
+        del self.node_type[n:], self.parent[n:], self.token_pos[t:], self.token_val[t:]
+        del self.use_src[u:], self.use_dst[u:]
+
+    def assemble(self, num_nodes: list[int]) -> tuple[np.ndarray, ...]:
+        """Edge arrays from parents: AST, next-sibling and next-use edges, grouped per graph.
+
+        Nodes are in depth-first order, so the children of one parent appear in source order and
+        next-sibling edges are adjacent pairs after a stable sort by parent.
+        """
+        types = np.asarray(self.node_type, dtype=np.int16)
+        tokens = np.zeros(len(types), dtype=np.int32)
+        if self.token_pos:
+            tokens[np.asarray(self.token_pos, dtype=np.int64)] = np.asarray(
+                self.token_val, dtype=np.int32
+            )
+        par = np.asarray(self.parent, dtype=np.int64)
+        child = np.arange(len(par), dtype=np.int64)
+        has_parent = par >= 0
+        order = np.argsort(par, kind="stable")
+        by_parent = par[order]
+        same = (by_parent[1:] == by_parent[:-1]) & (by_parent[1:] >= 0)
+        src = np.concatenate([par[has_parent], order[:-1][same], self.use_src]).astype(np.int64)
+        dst = np.concatenate([child[has_parent], order[1:][same], self.use_dst]).astype(np.int64)
+        etype = np.concatenate(
+            [
+                np.zeros(int(has_parent.sum()), dtype=np.int8),
+                np.ones(int(same.sum()), dtype=np.int8),
+                np.full(len(self.use_src), 2, dtype=np.int8),
+            ]
+        )
+        counts = np.asarray(num_nodes, dtype=np.int64)
+        base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        graph_of_node = np.repeat(np.arange(len(counts)), counts)
+        edge_graph = graph_of_node[src] if len(src) else np.zeros(0, dtype=np.int64)
+        by_graph = np.argsort(edge_graph, kind="stable")
+        edge_graph = edge_graph[by_graph]
+        local = np.stack([src[by_graph], dst[by_graph]]) - base[edge_graph]
+        n_edges = np.bincount(edge_graph, minlength=len(counts)).astype(np.int64)
+        return types, tokens, counts, local.astype(np.int32), etype[by_graph], n_edges
+
+
+def _walk(
+    tree: tree_sitter.Tree, src: bytes, table: _KindTable, max_nodes: int, acc: _Lists
+) -> tuple[int, float, bool, str]:
+    """Depth-first cursor walk appending nodes, parents and identifier uses to ``acc``.
+
+    This loop is the hot path of preprocessing: one lookup per node decides what to do, and it
+    only appends to lists; edges are made by :meth:`_Lists.assemble` with numpy once per chunk.
+    It also builds the normalised token stream (identifiers -> ID, literals -> NUM/STR/CHR,
+    comments dropped) whose hash is the near-duplicate key. Returns (nodes, error fraction,
+    truncated, normalised key).
+    """
+    add_type, add_parent = acc.node_type.append, acc.parent.append
+    add_tpos, add_tval = acc.token_pos.append, acc.token_val.append
+    add_usrc, add_udst = acc.use_src.append, acc.use_dst.append
+    action, vocab_id, literal, kind_name = table.action, table.vocab_id, table.literal, table.name
+    keywords, crc32, mod = _KEYWORD_BYTES, zlib.crc32, _BUCKET_MOD
+    base = n = len(acc.node_type)
+    limit = base + max_nodes
+    norm: list[bytes] = []
+    add_norm = norm.append
+    last_use: dict[bytes, int] = {}
+    error_bytes = 0
+    truncated = False
+    cursor = tree.walk()
+    goto_child, goto_sibling, goto_parent = (
+        cursor.goto_first_child,
+        cursor.goto_next_sibling,
+        cursor.goto_parent,
+    )
+    parents = [-1]  # nearest kept ancestor per depth
+    push, pop = parents.append, parents.pop
+    while True:
+        node = cursor.node
+        kid = node.kind_id
+        act = action[kid]
+        if act == _STRUCTURAL:
+            if goto_child():
+                push(parents[-1])
+                continue
+            name = kind_name[kid]
+            if name:
+                add_norm(name)
+        elif act == _COMMENT:
+            pass
+        else:
+            if n >= limit:
+                truncated = True
+                break
+            add_type(vocab_id[kid])
+            add_parent(parents[-1])
+            current = n
+            n += 1
+            if act == _KEEP:
+                if goto_child():
+                    push(current)
+                    continue
+                name = kind_name[kid]
+                if name:
+                    add_norm(name)
+                else:
+                    start, end = node.start_byte, node.end_byte
+                    if end > start:
+                        add_norm(src[start:end])  # other named leaves: true, NULL, this ...
+            elif act == _IDENT:
+                text = src[node.start_byte : node.end_byte]
+                add_tpos(current)
+                add_tval(crc32(text) % mod + 1)
+                add_norm(text if text in keywords else b"ID")
+                prev = last_use.get(text)
+                if prev is not None:
+                    add_usrc(prev)
+                    add_udst(current)
+                last_use[text] = current
+            elif act == _LITERAL:
+                start = node.start_byte
+                if src[start] in _SIGNS:
+                    add_norm(src[start : start + 1])
+                add_norm(literal[kid])
+            elif act == _NAMED_LEAF:
+                text = src[node.start_byte : node.end_byte]
+                add_tpos(current)
+                add_tval(crc32(text) % mod + 1)
+                add_norm(text)
+            else:  # ERROR: kept as a node, its bytes counted, its children walked
+                error_bytes += node.end_byte - node.start_byte
+                if goto_child():
+                    push(current)
+                    continue
+        while not goto_sibling():
+            if not goto_parent():
+                return n - base, error_bytes / max(len(src), 1), False, _key(norm)
+            pop()
+    return n - base, error_bytes / max(len(src), 1), truncated, _key(norm)
+
+
+def _key(norm: list[bytes]) -> str:
+    return hashlib.blake2b(b"".join(norm), digest_size=16).hexdigest()
+
+
+_FALLBACK_KIND = {
+    "number": "number_literal",
+    "string": "string_literal",
+    "char": "char_literal",
+    "directive": "#define",
+}
+
+
+def _fallback(func: str, max_nodes: int, acc: _Lists) -> tuple[int, bool]:
+    """Token-chain graph from a regex lexer, appended to ``acc``; returns (nodes, truncated).
+
+    A root node is the parent of every token, so the next-sibling edges form the token chain;
+    identifiers get next-use edges as in the AST graph.
+    """
+    index = node_type_index()
+    unk, ident = index[UNK], index["identifier"]
+    base = len(acc.node_type)
+    acc.node_type.append(index[FALLBACK_ROOT])
+    acc.parent.append(-1)
+    last_use: dict[str, int] = {}
+    truncated = False
+    for m in _TOKEN_RE.finditer(func):
+        kind = m.lastgroup
+        if kind == "comment" or kind == "space":
+            continue
+        i = len(acc.node_type)
+        if i - base >= max_nodes:
+            truncated = True
+            break
+        text = m.group()
+        if kind == "ident":
+            if text in C_KEYWORDS and text in index:
+                vid = index[text]
+            else:
+                vid = ident
+                prev = last_use.get(text)
+                if prev is not None:
+                    acc.use_src.append(prev)
+                    acc.use_dst.append(i)
+                last_use[text] = i
+            acc.token_pos.append(i)
+            acc.token_val.append(name_bucket(text.encode("utf-8", "surrogatepass")))
+        elif kind in _FALLBACK_KIND:
+            vid = index[_FALLBACK_KIND[kind]]
+        else:
+            vid = index.get(text, unk)
+        acc.node_type.append(vid)
+        acc.parent.append(base)
+    return len(acc.node_type) - base, truncated
+
+
+def fallback_graph(func: str, max_nodes: int = 20_000) -> FunctionGraph:
+    """The token-chain graph of one function (what unparseable functions get)."""
+    acc = _Lists()
+    n, truncated = _fallback(func, max_nodes, acc)
+    arrays = acc.assemble([n])
+    batch = GraphBatch(
+        *arrays, [GraphInfo(n, "fallback", "none", 1.0, truncated, normalized_key(func))]
+    )
+    return batch.graph(0)
+
+
+class GraphBuilder:
+    """Parses functions with reusable tree-sitter parsers (one builder per process)."""
+
+    def __init__(self, language: str = "auto", max_nodes: int = 20_000) -> None:
+        if language not in ("auto", "c", "cpp"):
+            raise ValueError(f"language must be auto, c or cpp, got {language!r}")
+        self.language = language
+        self.max_nodes = max_nodes
+        self._parsers = {name: tree_sitter.Parser(lang) for name, lang in LANGUAGES.items()}
+
+    def _parse_into(self, src: bytes, lang: str, acc: _Lists) -> GraphInfo:
+        tree = self._parsers[lang].parse(src)
+        n, err, truncated, key = _walk(tree, src, _kind_table(lang), self.max_nodes, acc)
+        status = "ok_with_errors" if tree.root_node.has_error else "ok"
+        return GraphInfo(n, status, lang, err, truncated, key)
+
+    def _add(self, func: str, hint: str | None, acc: _Lists) -> GraphInfo:
+        src = func.encode("utf-8", "surrogatepass")
+        first = self.language if self.language != "auto" else (hint or "c")
+        mark = acc.mark()
+        info = self._parse_into(src, first, acc)
+        if self.language == "auto" and info.error_fraction > RETRY_ERROR_FRACTION:
+            retry_mark = acc.mark()
+            other = self._parse_into(src, "cpp" if first == "c" else "c", acc)
+            if other.error_fraction < info.error_fraction:
+                # keep the retry: move its nodes down over the first attempt
+                _replace(acc, mark, retry_mark)
+                info = other
+            else:
+                acc.rollback(retry_mark)
+        if info.error_fraction > FALLBACK_ERROR_FRACTION or info.num_nodes < 2:
+            acc.rollback(mark)
+            n, truncated = _fallback(func, self.max_nodes, acc)
+            info = GraphInfo(
+                n, "fallback", "none", info.error_fraction, truncated, normalized_key(func)
+            )
+        return info
+
+    def build_many(self, funcs: list[str], hints: list[str | None] | None = None) -> GraphBatch:
+        """Graphs of many functions at once (edges assembled with one numpy pass)."""
+        acc = _Lists()
+        hints = hints or [None] * len(funcs)
+        infos = [self._add(f, h, acc) for f, h in zip(funcs, hints, strict=True)]
+        arrays = acc.assemble([i.num_nodes for i in infos])
+        return GraphBatch(*arrays, infos)
+
+    def build(self, func: str, hint: str | None = None) -> FunctionGraph:
+        """Graph of one function; ``hint`` ('c'/'cpp') picks the first grammar in auto mode."""
+        return self.build_many([func], [hint]).graph(0)
+
+
+def _replace(acc: _Lists, mark: tuple[int, int, int], retry_mark: tuple[int, int, int]) -> None:
+    """Drop the nodes between ``mark`` and ``retry_mark``, shifting the retry's indices down."""
+    shift = retry_mark[0] - mark[0]
+    n1, t1, u1 = retry_mark
+
+    def moved(values: list[int]) -> list[int]:
+        return [v - shift if v >= 0 else v for v in values]
+
+    node_type, parent = acc.node_type[n1:], moved(acc.parent[n1:])
+    token_pos, token_val = moved(acc.token_pos[t1:]), acc.token_val[t1:]
+    use_src, use_dst = moved(acc.use_src[u1:]), moved(acc.use_dst[u1:])
+    acc.rollback(mark)
+    acc.node_type += node_type
+    acc.parent += parent
+    acc.token_pos += token_pos
+    acc.token_val += token_val
+    acc.use_src += use_src
+    acc.use_dst += use_dst

@@ -1,0 +1,680 @@
+"""Preprocessing driver: read, validate, split, tokenizer, parse + encode, dedup, write.
+
+Output directory (self-describing; see the README's "Processed data set" section)::
+
+    <out>/train/records.jsonl   one kept function a line: record fields + token/graph summary
+    <out>/train/tokens.npz      input_ids, offsets, ptr (CSR layout over functions)
+    <out>/train/graphs.npz      node_type, node_token, node_ptr, edge_index, edge_type, edge_ptr, y
+    <out>/valid/..., <out>/test/...
+    <out>/tokenizer/            from_pretrained-loadable fast tokenizer
+    <out>/node_types.json       node-type vocabulary (id order) and edge types
+    <out>/preprocessing_metadata.json   counts, AST success, trimming, graph stats, timings ...
+    <out>/leakage_report.json   dedup / cross-split overlap report
+    <out>/rejects.jsonl         every refused record: file, line, reason
+    <out>/duplicates.jsonl      every record removed as a duplicate, and of what
+
+Every input record is accounted for: ``read == kept + rejected + deduplicated``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import platform
+import random
+import re
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamguard_core import __version__
+from streamguard_core.config import DataConfig, PreprocessConfig
+from streamguard_core.data.loaders import DataError, iter_records
+from streamguard_core.data.splits import SPLITS, assign_splits, deduplicate, load_codexglue_index
+from streamguard_core.io import atomic_write_json, sha256_file, write_jsonl
+from streamguard_core.preprocess import parse, tokens
+from streamguard_core.schema import FunctionRecord, Reject
+
+QUICK_TEST_RECORDS = 300
+SPLIT_RE = re.compile(r"^(train|valid|test)=(.+)$")
+# A function whose characters are more than this fraction control bytes is binary garbage.
+MAX_CONTROL_FRACTION = 0.05
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
+METADATA_FILE = "preprocessing_metadata.json"
+PACKAGES = (
+    "tree-sitter",
+    "tree-sitter-c",
+    "tree-sitter-cpp",
+    "tokenizers",
+    "transformers",
+    "numpy",
+)
+
+
+@dataclass
+class _Inputs:
+    records: list[FunctionRecord] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    read_per_file: dict[str, int] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
+
+
+def parse_input_spec(spec: str) -> tuple[str | None, str]:
+    """'valid=path' -> ('valid', 'path'); 'path' -> (None, 'path')."""
+    m = SPLIT_RE.match(spec)
+    return (m.group(1), m.group(2)) if m else (None, spec)
+
+
+def read_inputs(cfg: DataConfig, quick_test: bool = False) -> _Inputs:
+    """Load every input (or the embedded synthetic set), counting every line read."""
+    out = _Inputs()
+    max_records = cfg.max_records
+    if quick_test:
+        max_records = min(max_records or QUICK_TEST_RECORDS, QUICK_TEST_RECORDS)
+    if not cfg.inputs:
+        from streamguard_core.data.synthetic import generate_synthetic
+
+        pairs = min(cfg.synthetic_pairs_per_cwe, 8) if quick_test else cfg.synthetic_pairs_per_cwe
+        records = generate_synthetic(pairs_per_cwe=pairs, seed=cfg.seed)
+        for i, record in enumerate(records, start=1):
+            record.meta.setdefault("file", "<synthetic>")
+            record.meta.setdefault("line", i)
+        out.records = records
+        out.read_per_file["<synthetic>"] = len(records)
+        return out
+    specs = [parse_input_spec(s) for s in cfg.inputs]
+    explicit = [split for split, _ in specs if split]
+    if explicit and len(explicit) != len(specs):
+        raise DataError(
+            "either every --input carries a SPLIT= prefix (train=, valid=, test=) or none does"
+        )
+    seen_ids: set[str] = set()
+    for split, path in specs:
+        if cfg.format != "hf" and not Path(path).is_file():
+            raise DataError(f"{path}: input file does not exist")
+        if cfg.format != "hf":
+            out.sha256[path] = sha256_file(path)
+        n = 0
+        for item in iter_records(
+            path,
+            fmt=cfg.format,
+            fields=cfg.fields,
+            juliet_text_field=cfg.juliet_text_field,
+            split=split,
+            max_records=max_records,
+        ):
+            n += 1
+            if isinstance(item, Reject):
+                out.rejects.append(item)
+            elif item.id in seen_ids:
+                out.rejects.append(
+                    Reject(
+                        str(item.meta.get("file", path)),
+                        int(item.meta.get("line", 0)),
+                        "duplicate_id",
+                        f"record id {item.id!r} appears earlier in the inputs",
+                        record_id=item.id,
+                    )
+                )
+            else:
+                seen_ids.add(item.id)
+                out.records.append(item)
+        out.read_per_file[path] = n
+    return out
+
+
+def validate_records(
+    records: list[FunctionRecord], cfg: PreprocessConfig
+) -> tuple[list[FunctionRecord], list[Reject]]:
+    """Refuse functions that are too large or binary garbage (decoded, but not source code)."""
+    kept: list[FunctionRecord] = []
+    rejects: list[Reject] = []
+    for r in records:
+        reason = detail = None
+        if len(r.func) > cfg.max_func_chars:
+            reason = "too_large"
+            detail = f"function has {len(r.func):,} characters (limit {cfg.max_func_chars:,})"
+        else:
+            controls = len(_CONTROL_RE.findall(r.func))
+            if controls > MAX_CONTROL_FRACTION * len(r.func):
+                reason = "binary_content"
+                detail = f"{controls:,} of {len(r.func):,} characters are control bytes"
+        if reason:
+            rejects.append(
+                Reject(
+                    str(r.meta.get("file", "?")),
+                    int(r.meta.get("line", 0)),
+                    reason,
+                    detail or "",
+                    record_id=r.id,
+                    stage="validate",
+                    preview=r.func[:200],
+                )
+            )
+        else:
+            kept.append(r)
+    return kept, rejects
+
+
+# --------------------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_dir: str, cfg_json: str) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+    from tokenizers import Tokenizer
+
+    cfg = PreprocessConfig.model_validate_json(cfg_json)
+    _WORKER["cfg"] = cfg
+    _WORKER["tokenizer"] = Tokenizer.from_file(str(Path(tokenizer_dir) / tokens.TOKENIZER_JSON))
+    _WORKER["special"] = tokens.special_ids(tokenizer_dir)
+    _WORKER["builder"] = parse.GraphBuilder(cfg.language, cfg.max_nodes)
+
+
+@dataclass
+class ChunkResult:
+    """Arrays for a run of consecutive functions, plus one info dict per function."""
+
+    input_ids: np.ndarray
+    offsets: np.ndarray
+    n_tokens: np.ndarray
+    node_type: np.ndarray
+    node_token: np.ndarray
+    n_nodes: np.ndarray
+    edge_index: np.ndarray
+    edge_type: np.ndarray
+    n_edges: np.ndarray
+    info: list[dict[str, Any]]
+
+
+def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
+    """Parse, graph, encode and trim a chunk of (function, language hint) pairs."""
+    cfg: PreprocessConfig = _WORKER["cfg"]
+    builder: parse.GraphBuilder = _WORKER["builder"]
+    special: tokens.SpecialIds = _WORKER["special"]
+    funcs = [f for f, _ in items]
+    graphs = builder.build_many(funcs, [h for _, h in items])
+    encodings = _WORKER["tokenizer"].encode_batch(funcs, add_special_tokens=False)
+    budget = cfg.max_seq_len - 2
+    ids_parts, off_parts, n_tok = [], [], []
+    info: list[dict[str, Any]] = []
+    for func, enc, g in zip(funcs, encodings, graphs.info, strict=True):
+        raw_offsets = enc.offsets
+        n = len(raw_offsets)
+        ids = np.fromiter(enc.ids, dtype=np.int32, count=n)
+        offsets = np.fromiter(chain.from_iterable(raw_offsets), dtype=np.int32, count=2 * n)
+        offsets = offsets.reshape(n, 2)
+        trim = tokens.select_tokens(func, offsets[:, 0], budget, cfg.trimming)
+        if trim.trimmed:
+            ids, offsets = ids[trim.keep], offsets[trim.keep]
+        ids_parts.append(_wrap_ids(special, ids))
+        off_parts.append(_wrap_offsets(offsets))
+        n_tok.append(len(ids) + 2)
+        item: dict[str, Any] = {
+            "status": g.status,
+            "language": g.language,
+            "error_fraction": round(g.error_fraction, 4),
+            "graph_truncated": g.truncated,
+            "normalized_key": g.normalized_key,
+            "orig_tokens": trim.orig_tokens,
+            "trimmed": trim.trimmed,
+        }
+        if trim.trimmed:
+            spans = trim.spans()
+            item["trim"] = {
+                "token_spans": spans,
+                "char_spans": list(_char_spans(raw_offsets, spans)),
+                "hits": trim.hits,
+            }
+        info.append(item)
+    return ChunkResult(
+        np.concatenate(ids_parts),
+        np.concatenate(off_parts),
+        np.asarray(n_tok, dtype=np.int64),
+        graphs.node_type,
+        graphs.node_token,
+        graphs.num_nodes,
+        graphs.edge_index,
+        graphs.edge_type,
+        graphs.num_edges,
+        info,
+    )
+
+
+def _wrap_ids(special: tokens.SpecialIds, ids: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ids) + 2, dtype=np.int32)
+    out[0], out[-1] = special.cls_id, special.sep_id
+    out[1:-1] = ids
+    return out
+
+
+def _wrap_offsets(offsets: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(offsets) + 2, 2), dtype=np.int32)
+    out[1:-1] = offsets
+    return out
+
+
+def _char_spans(
+    offsets: Sequence[tuple[int, int]], token_spans: list[tuple[int, int]]
+) -> Iterator[tuple[int, int]]:
+    for start, end in token_spans:
+        yield offsets[start][0], offsets[end - 1][1]
+
+
+# --------------------------------------------------------------------------- main side
+
+
+def _chunks(
+    items: list[tuple[str, str | None]], size: int
+) -> Iterator[list[tuple[str, str | None]]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def process_functions(
+    items: list[tuple[str, str | None]],
+    tokenizer_dir: str | Path,
+    cfg: PreprocessConfig,
+    workers: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[ChunkResult]:
+    """Run :func:`_process_chunk` over fixed-size chunks, in order (same output for any workers)."""
+    cfg_json = cfg.model_dump_json()
+    results: list[ChunkResult] = []
+    if workers <= 1:
+        _init_worker(str(tokenizer_dir), cfg_json)
+        for chunk in _chunks(items, cfg.chunk_size):
+            results.append(_process_chunk(chunk))
+            if progress:
+                progress(len(chunk))
+        return results
+    # spawn, not fork: the parent has run the tokenizers thread pool (BPE training). An
+    # executor (not mp.Pool) so that a worker that dies fails the run instead of respawning.
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(str(tokenizer_dir), cfg_json)
+    ) as pool:
+        for result in pool.map(_process_chunk, _chunks(items, cfg.chunk_size)):
+            results.append(result)
+            if progress:
+                progress(len(result.info))
+    return results
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "streamguard": __version__}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def graph_stats(n_nodes: np.ndarray, n_edges: np.ndarray) -> dict[str, float]:
+    """Mean/p50/p95/max of nodes and edges per graph."""
+    if len(n_nodes) == 0:
+        return {"graphs": 0}
+    stats: dict[str, float] = {"graphs": len(n_nodes)}
+    for name, arr in (("nodes", n_nodes), ("edges", n_edges)):
+        stats[f"{name}_mean"] = round(float(arr.mean()), 2)
+        stats[f"{name}_p50"] = float(np.percentile(arr, 50))
+        stats[f"{name}_p95"] = float(np.percentile(arr, 95))
+        stats[f"{name}_max"] = int(arr.max())
+    return stats
+
+
+def recommend_batch_size(
+    nodes_p95: float,
+    edges_p95: float,
+    memory_budget_mb: float,
+    hidden_dim: int = 256,
+    num_layers: int = 4,
+    max_batch: int = 512,
+) -> dict[str, Any]:
+    """GNN batch size (power of two) whose p95-sized batch fits a memory budget.
+
+    Estimate per graph, in bytes, for training (forward + backward, fp32):
+    ``nodes * hidden * 4 * layers * 4`` (layer outputs, their gradients, dropout masks and
+    normalisation buffers) plus ``edges * (16 + hidden * 4 * layers * 2)`` (int64 edge index,
+    and the per-edge messages of message passing with their gradients), times 1.5 for
+    allocator slack. Sized on the p95 graph so that most batches stay well under the budget.
+    """
+    per_graph = 1.5 * (
+        nodes_p95 * hidden_dim * 4 * num_layers * 4
+        + edges_p95 * (16 + hidden_dim * 4 * num_layers * 2)
+    )
+    budget = memory_budget_mb * 1024 * 1024
+    raw = int(budget // max(per_graph, 1.0))
+    batch = 1
+    while batch * 2 <= min(raw, max_batch):
+        batch *= 2
+    return {
+        "recommended_batch_size": batch,
+        "estimated_bytes_per_graph_p95": int(per_graph),
+        "memory_budget_mb": memory_budget_mb,
+        "hidden_dim": hidden_dim,
+        "num_layers": num_layers,
+        "fits_one_graph": raw >= 1,
+        "formula": "1.5*(nodes_p95*hidden*4*layers*4 + edges_p95*(16+hidden*4*layers*2))",
+    }
+
+
+def _tokenizer_sample(records: list[FunctionRecord], limit: int, seed: int) -> list[str]:
+    if len(records) <= limit:
+        return [r.func for r in records]
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(records)), limit))
+    return [records[i].func for i in chosen]
+
+
+def _write_split(
+    out_dir: Path, split: str, rows: list[dict[str, Any]], parts: dict[str, list[np.ndarray]]
+) -> None:
+    split_dir = out_dir / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    n_tok = np.asarray(parts["n_tokens"], dtype=np.int64).reshape(-1)
+    n_nodes = np.asarray(parts["n_nodes"], dtype=np.int64).reshape(-1)
+    n_edges = np.asarray(parts["n_edges"], dtype=np.int64).reshape(-1)
+
+    def cat(name: str, dtype: Any, empty_shape: tuple[int, ...]) -> np.ndarray:
+        arrays = parts[name]
+        if not arrays:
+            return np.zeros(empty_shape, dtype=dtype)
+        axis = 1 if name == "edge_index" else 0
+        return np.concatenate(arrays, axis=axis).astype(dtype, copy=False)
+
+    def ptr(counts: np.ndarray) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    _savez(
+        split_dir / "tokens.npz",
+        input_ids=cat("input_ids", np.int32, (0,)),
+        offsets=cat("offsets", np.int32, (0, 2)),
+        ptr=ptr(n_tok),
+    )
+    _savez(
+        split_dir / "graphs.npz",
+        node_type=cat("node_type", np.int16, (0,)),
+        node_token=cat("node_token", np.int32, (0,)),
+        node_ptr=ptr(n_nodes),
+        edge_index=cat("edge_index", np.int32, (2, 0)),
+        edge_type=cat("edge_type", np.int8, (0,)),
+        edge_ptr=ptr(n_edges),
+        y=np.asarray([r["label"] for r in rows], dtype=np.int8),
+    )
+    write_jsonl(split_dir / "records.jsonl", rows, sanitize=False)
+
+
+def _savez(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez through a temp file and rename (atomic; np.savez itself is not)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def preprocess(
+    data_cfg: DataConfig,
+    cfg: PreprocessConfig,
+    output_dir: str | Path,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Turn raw inputs into a processed data set in ``output_dir``; returns the metadata.
+
+    Raises:
+        DataError: an input is missing or unreadable, or no valid record is left.
+        streamguard_core.preprocess.tokens.TokenizerError: the tokenizer cannot be loaded.
+    """
+    from tqdm.auto import tqdm
+
+    timings: dict[str, float] = {}
+    t_all = t0 = time.perf_counter()
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # 1. read and validate
+    inputs = read_inputs(data_cfg, quick_test=cfg.quick_test)
+    records, invalid = validate_records(inputs.records, cfg)
+    rejects = inputs.rejects + invalid
+    timings["read_s"] = time.perf_counter() - t0
+
+    # 2. split
+    t0 = time.perf_counter()
+    index = None
+    if data_cfg.codexglue_splits and data_cfg.split_strategy in ("auto", "codexglue"):
+        index = load_codexglue_index(data_cfg.codexglue_splits)
+    elif data_cfg.split_strategy == "codexglue":
+        raise DataError("split strategy 'codexglue' needs --codexglue-splits DIR")
+    split_result = assign_splits(
+        records, data_cfg.split_strategy, data_cfg.split_ratios, data_cfg.seed, index
+    )
+    rejects += split_result.rejects
+    warnings = list(split_result.warnings)
+    timings["split_s"] = time.perf_counter() - t0
+
+    read_total = sum(inputs.read_per_file.values())
+    n_assigned = sum(len(v) for v in split_result.splits.values())
+    if n_assigned == 0:
+        write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
+        reasons = Counter(r.reason for r in rejects).most_common(5)
+        raise DataError(
+            f"no valid records: {read_total} read, {len(rejects)} rejected "
+            f"(top reasons: {reasons}); see {out_dir / 'rejects.jsonl'}"
+        )
+    if not split_result.splits["train"]:
+        raise DataError("the train split is empty; check --split-strategy and the inputs")
+
+    # 3. tokenizer: given, or a byte-level BPE trained on (a sample of) the train split
+    t0 = time.perf_counter()
+    tok_dir = out_dir / "tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    if cfg.tokenizer:
+        tok = tokens.load_tokenizer(cfg.tokenizer)
+        tokens.save_tokenizer(tok, tok_dir)
+        tokenizer_info: dict[str, Any] = {"source": "pretrained", "name_or_path": cfg.tokenizer}
+    else:
+        sample = _tokenizer_sample(
+            split_result.splits["train"], cfg.tokenizer_train_max_functions, data_cfg.seed
+        )
+        tokens.train_bpe_tokenizer(sample, tok_dir, vocab_size=cfg.vocab_size)
+        tokenizer_info = {
+            "source": "trained_bpe",
+            "trained_on_functions": len(sample),
+            "requested_vocab_size": cfg.vocab_size,
+        }
+    from tokenizers import Tokenizer
+
+    tokenizer_info["vocab_size"] = Tokenizer.from_file(
+        str(tok_dir / tokens.TOKENIZER_JSON)
+    ).get_vocab_size()
+    tokenizer_info["path"] = "tokenizer"
+    timings["tokenizer_s"] = time.perf_counter() - t0
+
+    # 4. parse + graph + encode + trim, in parallel, in input order
+    t0 = time.perf_counter()
+    ordered = [(s, r) for s in SPLITS for r in split_result.splits[s]]
+    items = [(r.func, r.meta.get("language")) for _, r in ordered]
+    workers = cfg.workers or os.cpu_count() or 1
+    workers = max(1, min(workers, (len(items) + cfg.chunk_size - 1) // cfg.chunk_size))
+    with tqdm(
+        total=len(items), desc="preprocess", unit="fn", disable=not show_progress, file=sys.stderr
+    ) as bar:
+        chunks = process_functions(items, tok_dir, cfg, workers, bar.update)
+    timings["parse_encode_s"] = time.perf_counter() - t0
+
+    # 5. dedup on exact text and the normalised token stream of the parse
+    t0 = time.perf_counter()
+    infos = [info for c in chunks for info in c.info]
+    nkeys = {r.id: info["normalized_key"] for (_, r), info in zip(ordered, infos, strict=True)}
+    dedup = deduplicate(split_result.splits, data_cfg.dedup, normalized_keys=nkeys)
+    removed_ids = {row["id"] for row in dedup.removed}
+    timings["dedup_s"] = time.perf_counter() - t0
+
+    # 6. write splits (only kept records' arrays)
+    t0 = time.perf_counter()
+    split_parts: dict[str, dict[str, list[np.ndarray]]] = {
+        s: {k: [] for k in _ARRAY_KEYS} for s in SPLITS
+    }
+    split_rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    position = 0
+    for chunk in chunks:
+        tok_ptr = np.concatenate([[0], np.cumsum(chunk.n_tokens)])
+        node_ptr = np.concatenate([[0], np.cumsum(chunk.n_nodes)])
+        edge_ptr = np.concatenate([[0], np.cumsum(chunk.n_edges)])
+        for j, info in enumerate(chunk.info):
+            split, record = ordered[position]
+            position += 1
+            if record.id in removed_ids:
+                continue
+            parts = split_parts[split]
+            parts["input_ids"].append(chunk.input_ids[tok_ptr[j] : tok_ptr[j + 1]])
+            parts["offsets"].append(chunk.offsets[tok_ptr[j] : tok_ptr[j + 1]])
+            parts["n_tokens"].append(chunk.n_tokens[j : j + 1])
+            parts["node_type"].append(chunk.node_type[node_ptr[j] : node_ptr[j + 1]])
+            parts["node_token"].append(chunk.node_token[node_ptr[j] : node_ptr[j + 1]])
+            parts["n_nodes"].append(chunk.n_nodes[j : j + 1])
+            parts["edge_index"].append(chunk.edge_index[:, edge_ptr[j] : edge_ptr[j + 1]])
+            parts["edge_type"].append(chunk.edge_type[edge_ptr[j] : edge_ptr[j + 1]])
+            parts["n_edges"].append(chunk.n_edges[j : j + 1])
+            row = record.to_dict()
+            row["split"] = split
+            row["n_tokens"] = int(chunk.n_tokens[j])
+            row["graph"] = {
+                "status": info["status"],
+                "language": info["language"],
+                "num_nodes": int(chunk.n_nodes[j]),
+                "num_edges": int(chunk.n_edges[j]),
+                "error_fraction": info["error_fraction"],
+                "truncated": info["graph_truncated"],
+            }
+            row["orig_tokens"] = info["orig_tokens"]
+            row["trimmed"] = info["trimmed"]
+            if info["trimmed"]:
+                row["trim"] = info["trim"]
+            split_rows[split].append(row)
+    for split in SPLITS:
+        _write_split(out_dir, split, split_rows[split], split_parts[split])
+    write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
+    write_jsonl(out_dir / "duplicates.jsonl", dedup.removed)
+    atomic_write_json(out_dir / "leakage_report.json", dedup.report)
+    atomic_write_json(
+        out_dir / "node_types.json",
+        {
+            "node_types": list(parse.node_type_vocab()),
+            "edge_types": list(parse.EDGE_TYPES),
+            "node_token_buckets": parse.NODE_TOKEN_BUCKETS,
+            "fingerprint": parse.vocab_fingerprint(),
+        },
+    )
+    timings["write_s"] = time.perf_counter() - t0
+
+    # 7. statistics and metadata
+    kept_rows = [row for s in SPLITS for row in split_rows[s]]
+    n_kept = len(kept_rows)
+    status = Counter(row["graph"]["status"] for row in kept_rows)
+    all_nodes = np.asarray([row["graph"]["num_nodes"] for row in kept_rows], dtype=np.int64)
+    all_edges = np.asarray([row["graph"]["num_edges"] for row in kept_rows], dtype=np.int64)
+    stats = {"all": graph_stats(all_nodes, all_edges)}
+    for split in SPLITS:
+        rows = split_rows[split]
+        stats[split] = graph_stats(
+            np.asarray([r["graph"]["num_nodes"] for r in rows], dtype=np.int64),
+            np.asarray([r["graph"]["num_edges"] for r in rows], dtype=np.int64),
+        )
+    sizing = recommend_batch_size(
+        stats["all"].get("nodes_p95", 0.0),
+        stats["all"].get("edges_p95", 0.0),
+        cfg.gnn_memory_budget_mb,
+        cfg.gnn_hidden_dim,
+    )
+    trimmed = [row for row in kept_rows if row["trimmed"]]
+    reject_reasons = Counter(r.reason for r in rejects)
+    counts = {
+        "read": read_total,
+        "read_per_file": inputs.read_per_file,
+        "kept": n_kept,
+        "rejected": len(rejects),
+        "deduplicated": len(dedup.removed),
+        "kept_per_split": {s: len(split_rows[s]) for s in SPLITS},
+        "labels_per_split": {
+            s: dict(Counter(str(r["label"]) for r in split_rows[s])) for s in SPLITS
+        },
+        "rejected_by_reason": dict(reject_reasons),
+    }
+    if counts["read"] != n_kept + len(rejects) + len(dedup.removed):
+        raise AssertionError(f"record accounting broken: {counts}")
+    timings["total_s"] = time.perf_counter() - t_all
+    metadata: dict[str, Any] = {
+        "format_version": 1,
+        "counts": counts,
+        "accounting": "read == kept + rejected + deduplicated",
+        "split_strategy": split_result.strategy,
+        "warnings": warnings,
+        "ast": {
+            "ok": status.get("ok", 0),
+            "ok_with_errors": status.get("ok_with_errors", 0),
+            "fallback": status.get("fallback", 0),
+            "success_rate": round((n_kept - status.get("fallback", 0)) / max(n_kept, 1), 4),
+            "clean_rate": round(status.get("ok", 0) / max(n_kept, 1), 4),
+            "graph_truncated": sum(1 for r in kept_rows if r["graph"]["truncated"]),
+            "languages": dict(Counter(r["graph"]["language"] for r in kept_rows)),
+        },
+        "trimming": {
+            "mode": cfg.trimming,
+            "max_seq_len": cfg.max_seq_len,
+            "trimmed": len(trimmed),
+            "trimmed_fraction": round(len(trimmed) / max(n_kept, 1), 4),
+            "mean_kept_fraction_of_trimmed": round(
+                float(np.mean([(r["n_tokens"] - 2) / r["orig_tokens"] for r in trimmed]))
+                if trimmed
+                else 1.0,
+                4,
+            ),
+        },
+        "graph_stats": stats,
+        "gnn_batch_size": sizing,
+        "tokenizer": tokenizer_info,
+        "node_types": {
+            "count": len(parse.node_type_vocab()),
+            "fingerprint": parse.vocab_fingerprint(),
+        },
+        "inputs": {"files": list(inputs.read_per_file), "sha256": inputs.sha256},
+        "config": {
+            "data": data_cfg.model_dump(mode="json"),
+            "preprocess": cfg.model_dump(mode="json"),
+        },
+        "versions": _versions(),
+        "workers": workers,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "functions_per_s": round(read_total / timings["total_s"], 1),
+    }
+    atomic_write_json(out_dir / METADATA_FILE, metadata)
+    return metadata
+
+
+_ARRAY_KEYS = (
+    "input_ids",
+    "offsets",
+    "n_tokens",
+    "node_type",
+    "node_token",
+    "n_nodes",
+    "edge_index",
+    "edge_type",
+    "n_edges",
+)
