@@ -171,8 +171,9 @@ def validate_records(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_dir: str, cfg_json: str) -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+def _init_worker(tokenizer_dir: str, cfg_json: str, in_pool: bool = True) -> None:
+    if in_pool:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
     from tokenizers import Tokenizer
 
     cfg = PreprocessConfig.model_validate_json(cfg_json)
@@ -293,7 +294,7 @@ def process_functions(
     cfg_json = cfg.model_dump_json()
     results: list[ChunkResult] = []
     if workers <= 1:
-        _init_worker(str(tokenizer_dir), cfg_json)
+        _init_worker(str(tokenizer_dir), cfg_json, in_pool=False)
         for chunk in _chunks(items, cfg.chunk_size):
             results.append(_process_chunk(chunk))
             if progress:
