@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 
 def to_jsonable(value: Any) -> Any:
     """Convert numpy / torch scalars and arrays, paths, sets and NaN/inf into plain JSON values."""
@@ -68,8 +70,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], sanitize: bool
     try:
         with open_text(tmp, "w", gz=path.suffix == ".gz") as fh:
             for row in rows:
-                fh.write(json.dumps(to_jsonable(row) if sanitize else row, ensure_ascii=False))
-                fh.write("\n")
+                fh.write(_dumps_line(to_jsonable(row) if sanitize else row))
                 count += 1
         os.replace(tmp, path)
     except BaseException:
@@ -78,12 +79,19 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], sanitize: bool
     return count
 
 
+def _dumps_line(row: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode("utf-8")
+    except TypeError:  # e.g. lone surrogates or huge ints: the stdlib copes
+        return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects from a trusted JSON Lines file we wrote ourselves (``.gz`` ok)."""
     with open_text(path) as fh:
         for line in fh:
             if line.strip():
-                yield json.loads(line)
+                yield orjson.loads(line)
 
 
 def is_gzip(path: str | Path) -> bool:

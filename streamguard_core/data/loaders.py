@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from streamguard_core.config import FieldMap
 from streamguard_core.io import open_binary
 from streamguard_core.schema import FunctionRecord, Reject
@@ -179,18 +181,25 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
             for line_no, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue  # blank lines hold no record
-                text = _decode_line(raw, path, line_no)
-                if isinstance(text, Reject):
-                    yield line_no, text
-                    continue
                 try:
-                    obj = json.loads(text)
-                except ValueError as exc:
-                    yield (
-                        line_no,
-                        Reject(str(path), line_no, "invalid_json", str(exc), preview=text[:200]),
-                    )
-                    continue
+                    obj = orjson.loads(raw)  # validates UTF-8 too; ~3x faster than json
+                except orjson.JSONDecodeError:
+                    # slow path, for the precise reason (or what only the stdlib accepts,
+                    # such as lone surrogate escapes and integers beyond 64 bits)
+                    text = _decode_line(raw, path, line_no)
+                    if isinstance(text, Reject):
+                        yield line_no, text
+                        continue
+                    try:
+                        obj = json.loads(text)
+                    except ValueError as exc:
+                        yield (
+                            line_no,
+                            Reject(
+                                str(path), line_no, "invalid_json", str(exc), preview=text[:200]
+                            ),
+                        )
+                        continue
                 if not isinstance(obj, dict):
                     yield (
                         line_no,
@@ -199,7 +208,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
                             line_no,
                             "not_an_object",
                             f"expected a JSON object, got {type(obj).__name__}",
-                            preview=text[:200],
+                            preview=raw[:200].decode("utf-8", "replace"),
                         ),
                     )
                     continue

@@ -43,7 +43,7 @@ from streamguard_core.data.loaders import DataError, iter_records
 from streamguard_core.data.splits import SPLITS, assign_splits, deduplicate, load_codexglue_index
 from streamguard_core.io import atomic_write_json, sha256_file, write_jsonl
 from streamguard_core.preprocess import parse, tokens
-from streamguard_core.schema import FunctionRecord, Reject
+from streamguard_core.schema import RECORD_FIELDS, FunctionRecord, Reject
 
 QUICK_TEST_RECORDS = 300
 SPLIT_RE = re.compile(r"^(train|valid|test)=(.+)$")
@@ -144,7 +144,7 @@ def validate_records(
         if len(r.func) > cfg.max_func_chars:
             reason = "too_large"
             detail = f"function has {len(r.func):,} characters (limit {cfg.max_func_chars:,})"
-        else:
+        elif _CONTROL_RE.search(r.func):  # rare: count only when there is one
             controls = len(_CONTROL_RE.findall(r.func))
             if controls > MAX_CONTROL_FRACTION * len(r.func):
                 reason = "binary_content"
@@ -206,19 +206,29 @@ def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
     special: tokens.SpecialIds = _WORKER["special"]
     funcs = [f for f, _ in items]
     graphs = builder.build_many(funcs, [h for _, h in items])
-    encodings = _WORKER["tokenizer"].encode_batch(funcs, add_special_tokens=False)
     budget = cfg.max_seq_len - 2
+    # long functions: encode only line-aligned windows that trimming could keep
+    pieces: list[str] = []
+    piece_of: list[tuple[int, int, list[tuple[int, int]] | None]] = []
+    for func in funcs:
+        spans = tokens.prefilter_spans(func, budget, cfg.trimming)
+        first = len(pieces)
+        pieces.extend([func] if spans is None else [func[a:b] for a, b in spans])
+        piece_of.append((first, len(pieces), spans))
+    encodings = _WORKER["tokenizer"].encode_batch(pieces, add_special_tokens=False)
     ids_parts, off_parts, n_tok = [], [], []
     info: list[dict[str, Any]] = []
-    for func, enc, g in zip(funcs, encodings, graphs.info, strict=True):
-        raw_offsets = enc.offsets
-        n = len(raw_offsets)
-        ids = np.fromiter(enc.ids, dtype=np.int32, count=n)
-        offsets = np.fromiter(chain.from_iterable(raw_offsets), dtype=np.int32, count=2 * n)
-        offsets = offsets.reshape(n, 2)
+    for func, (first, last, spans), g in zip(funcs, piece_of, graphs.info, strict=True):
+        ids, offsets = _ids_offsets(encodings[first:last], spans)
         trim = tokens.select_tokens(func, offsets[:, 0], budget, cfg.trimming)
+        prefiltered = spans is not None
+        orig_tokens = trim.orig_tokens
+        if prefiltered:  # estimate the whole function's length from the encoded part
+            encoded_chars = sum(b - a for a, b in spans)
+            orig_tokens = max(orig_tokens, round(orig_tokens * len(func) / encoded_chars))
         if trim.trimmed:
-            ids, offsets = ids[trim.keep], offsets[trim.keep]
+            kept_offsets = offsets[trim.keep]
+            ids, offsets = ids[trim.keep], kept_offsets
         ids_parts.append(_wrap_ids(special, ids))
         off_parts.append(_wrap_offsets(offsets))
         n_tok.append(len(ids) + 2)
@@ -228,15 +238,16 @@ def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
             "error_fraction": round(g.error_fraction, 4),
             "graph_truncated": g.truncated,
             "normalized_key": g.normalized_key,
-            "orig_tokens": trim.orig_tokens,
-            "trimmed": trim.trimmed,
+            "orig_tokens": orig_tokens,
+            "trimmed": trim.trimmed or prefiltered,
         }
-        if trim.trimmed:
-            spans = trim.spans()
+        if item["trimmed"]:
+            token_spans = trim.spans() if trim.trimmed else [(0, len(ids))]
             item["trim"] = {
-                "token_spans": spans,
-                "char_spans": list(_char_spans(raw_offsets, spans)),
+                "token_spans": token_spans,
+                "char_spans": _char_spans(offsets),
                 "hits": trim.hits,
+                "orig_tokens_estimated": prefiltered,
             }
         info.append(item)
     return ChunkResult(
@@ -266,11 +277,34 @@ def _wrap_offsets(offsets: np.ndarray) -> np.ndarray:
     return out
 
 
-def _char_spans(
-    offsets: Sequence[tuple[int, int]], token_spans: list[tuple[int, int]]
-) -> Iterator[tuple[int, int]]:
-    for start, end in token_spans:
-        yield offsets[start][0], offsets[end - 1][1]
+def _ids_offsets(
+    encodings: Sequence[Any], spans: list[tuple[int, int]] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids [n] and character offsets [n, 2] into the function, from 1+ encoded pieces."""
+    ids_list, off_list = [], []
+    for k, enc in enumerate(encodings):
+        raw = enc.offsets
+        n = len(raw)
+        ids_list.append(np.fromiter(enc.ids, dtype=np.int32, count=n))
+        offsets = np.fromiter(chain.from_iterable(raw), dtype=np.int32, count=2 * n)
+        offsets = offsets.reshape(n, 2)
+        if spans is not None:
+            offsets += spans[k][0]
+        off_list.append(offsets)
+    if len(ids_list) == 1:
+        return ids_list[0], off_list[0]
+    return np.concatenate(ids_list), np.concatenate(off_list)
+
+
+def _char_spans(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
+    """Character ranges covered by the kept tokens (adjacent tokens merged)."""
+    spans: list[tuple[int, int]] = []
+    for start, end in kept_offsets.tolist():
+        if spans and start <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
 
 
 # --------------------------------------------------------------------------- main side
@@ -385,9 +419,10 @@ def _write_split(
 ) -> None:
     split_dir = out_dir / split
     split_dir.mkdir(parents=True, exist_ok=True)
-    n_tok = np.asarray(parts["n_tokens"], dtype=np.int64).reshape(-1)
-    n_nodes = np.asarray(parts["n_nodes"], dtype=np.int64).reshape(-1)
-    n_edges = np.asarray(parts["n_edges"], dtype=np.int64).reshape(-1)
+    n_tok, n_nodes, n_edges = (
+        np.concatenate(parts[k]) if parts[k] else np.zeros(0, dtype=np.int64)
+        for k in ("n_tokens", "n_nodes", "n_edges")
+    )
 
     def cat(name: str, dtype: Any, empty_shape: tuple[int, ...]) -> np.ndarray:
         arrays = parts[name]
@@ -416,6 +451,48 @@ def _write_split(
         y=np.asarray([r["label"] for r in rows], dtype=np.int8),
     )
     write_jsonl(split_dir / "records.jsonl", rows, sanitize=False)
+
+
+def _take(parts: dict[str, list[np.ndarray]], chunk: ChunkResult, fmask: np.ndarray) -> None:
+    """Append the arrays of the functions selected by ``fmask`` (vectorised over the chunk)."""
+    if fmask.all():
+        for key in _ARRAY_KEYS:
+            parts[key].append(getattr(chunk, key))
+        return
+    tmask = np.repeat(fmask, chunk.n_tokens)
+    nmask = np.repeat(fmask, chunk.n_nodes)
+    emask = np.repeat(fmask, chunk.n_edges)
+    parts["input_ids"].append(chunk.input_ids[tmask])
+    parts["offsets"].append(chunk.offsets[tmask])
+    parts["n_tokens"].append(chunk.n_tokens[fmask])
+    parts["node_type"].append(chunk.node_type[nmask])
+    parts["node_token"].append(chunk.node_token[nmask])
+    parts["n_nodes"].append(chunk.n_nodes[fmask])
+    parts["edge_index"].append(chunk.edge_index[:, emask])
+    parts["edge_type"].append(chunk.edge_type[emask])
+    parts["n_edges"].append(chunk.n_edges[fmask])
+
+
+def _row(record: FunctionRecord, split: str, chunk: ChunkResult, j: int) -> dict[str, Any]:
+    """The records.jsonl row of one kept function."""
+    info = chunk.info[j]
+    # a shallow field copy: asdict's deep copy costs more than the JSON encoding
+    row: dict[str, Any] = {name: getattr(record, name) for name in RECORD_FIELDS}
+    row["split"] = split
+    row["n_tokens"] = int(chunk.n_tokens[j])
+    row["graph"] = {
+        "status": info["status"],
+        "language": info["language"],
+        "num_nodes": int(chunk.n_nodes[j]),
+        "num_edges": int(chunk.n_edges[j]),
+        "error_fraction": info["error_fraction"],
+        "truncated": info["graph_truncated"],
+    }
+    row["orig_tokens"] = info["orig_tokens"]
+    row["trimmed"] = info["trimmed"]
+    if info["trimmed"]:
+        row["trim"] = info["trim"]
+    return row
 
 
 def _savez(path: Path, **arrays: np.ndarray) -> None:
@@ -492,7 +569,9 @@ def preprocess(
         sample = _tokenizer_sample(
             split_result.splits["train"], cfg.tokenizer_train_max_functions, data_cfg.seed
         )
-        tokens.train_bpe_tokenizer(sample, tok_dir, vocab_size=cfg.vocab_size)
+        tokens.train_bpe_tokenizer(
+            sample, tok_dir, vocab_size=cfg.vocab_size, model_max_length=cfg.max_seq_len
+        )
         tokenizer_info = {
             "source": "trained_bpe",
             "trained_on_functions": len(sample),
@@ -534,40 +613,18 @@ def preprocess(
     split_rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     position = 0
     for chunk in chunks:
-        tok_ptr = np.concatenate([[0], np.cumsum(chunk.n_tokens)])
-        node_ptr = np.concatenate([[0], np.cumsum(chunk.n_nodes)])
-        edge_ptr = np.concatenate([[0], np.cumsum(chunk.n_edges)])
-        for j, info in enumerate(chunk.info):
-            split, record = ordered[position]
-            position += 1
-            if record.id in removed_ids:
+        n = len(chunk.info)
+        members = ordered[position : position + n]
+        position += n
+        kept = np.asarray([r.id not in removed_ids for _, r in members], dtype=bool)
+        split_of = np.asarray([SPLITS.index(split) for split, _ in members])
+        for k, split in enumerate(SPLITS):
+            fmask = kept & (split_of == k)
+            if not fmask.any():
                 continue
-            parts = split_parts[split]
-            parts["input_ids"].append(chunk.input_ids[tok_ptr[j] : tok_ptr[j + 1]])
-            parts["offsets"].append(chunk.offsets[tok_ptr[j] : tok_ptr[j + 1]])
-            parts["n_tokens"].append(chunk.n_tokens[j : j + 1])
-            parts["node_type"].append(chunk.node_type[node_ptr[j] : node_ptr[j + 1]])
-            parts["node_token"].append(chunk.node_token[node_ptr[j] : node_ptr[j + 1]])
-            parts["n_nodes"].append(chunk.n_nodes[j : j + 1])
-            parts["edge_index"].append(chunk.edge_index[:, edge_ptr[j] : edge_ptr[j + 1]])
-            parts["edge_type"].append(chunk.edge_type[edge_ptr[j] : edge_ptr[j + 1]])
-            parts["n_edges"].append(chunk.n_edges[j : j + 1])
-            row = record.to_dict()
-            row["split"] = split
-            row["n_tokens"] = int(chunk.n_tokens[j])
-            row["graph"] = {
-                "status": info["status"],
-                "language": info["language"],
-                "num_nodes": int(chunk.n_nodes[j]),
-                "num_edges": int(chunk.n_edges[j]),
-                "error_fraction": info["error_fraction"],
-                "truncated": info["graph_truncated"],
-            }
-            row["orig_tokens"] = info["orig_tokens"]
-            row["trimmed"] = info["trimmed"]
-            if info["trimmed"]:
-                row["trim"] = info["trim"]
-            split_rows[split].append(row)
+            _take(split_parts[split], chunk, fmask)
+            for j in np.nonzero(fmask)[0]:
+                split_rows[split].append(_row(members[j][1], split, chunk, int(j)))
     for split in SPLITS:
         _write_split(out_dir, split, split_rows[split], split_parts[split])
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))

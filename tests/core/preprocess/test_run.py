@@ -144,6 +144,30 @@ def test_cli_devign_codexglue_split(tmp_path, shared_data):
     assert valid_idx <= index
     report = json.loads((out / "leakage_report.json").read_text())
     assert report["cross_split_overlap_remaining"]["train<-valid"] == 0
+    _check_offsets_decode(out, "train")
+
+
+def _check_offsets_decode(out, split_name):
+    """Every kept token's offsets cut its own text out of the function, also when the
+    function was trimmed (including long ones cut to windows before encoding)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    split = ProcessedSplit(out, split_name)
+    checked_long = 0
+    for i, record in enumerate(split.records):
+        func = record["func"]
+        if not func.isascii():
+            continue
+        ids, offsets = split.input_ids(i), split.offsets(i)
+        assert len(ids) <= 512
+        for tid, (start, end) in zip(ids[1:-1].tolist(), offsets[1:-1].tolist(), strict=True):
+            # RoBERTa-style offsets leave out a token's leading whitespace
+            assert func[start:end].strip() == tok.decode([tid]).strip(), (record["id"], start, end)
+        if record["trimmed"]:
+            assert record["trim"]["char_spans"] and record["orig_tokens"] > 510
+            checked_long += len(func) > 510 * 8
+    assert checked_long > 0  # long functions were cut to windows before encoding
 
 
 def test_cli_juliet_group_split_uses_func_anon(tmp_path, shared_data):
