@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -102,7 +102,9 @@ def is_gzip(path: str | Path) -> bool:
 
 def open_binary(path: str | Path) -> IO[bytes]:
     """Open a file for binary reading, decompressing gzip transparently."""
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+    if is_gzip(path):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")
 
 
 def open_text(path: str | Path, mode: str = "r", gz: bool | None = None) -> IO[str]:
@@ -110,7 +112,8 @@ def open_text(path: str | Path, mode: str = "r", gz: bool | None = None) -> IO[s
     if "r" in mode:
         gz = is_gzip(path) if gz is None else gz
     if gz:
-        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
+        raw = cast(IO[bytes], gzip.open(path, mode.replace("t", "") + "b"))  # noqa: SIM115
+        return io.TextIOWrapper(raw, encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 
 

@@ -245,7 +245,9 @@ class _Lists:
         del self.node_type[n:], self.parent[n:], self.token_pos[t:], self.token_val[t:]
         del self.use_src[u:], self.use_dst[u:]
 
-    def assemble(self, num_nodes: list[int]) -> tuple[np.ndarray, ...]:
+    def assemble(
+        self, num_nodes: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Edge arrays from parents: AST, next-sibling and next-use edges, grouped per graph.
 
         Nodes are in depth-first order, so the children of one parent appear in source order and
@@ -315,7 +317,7 @@ def _walk(
     parents = [-1]  # nearest kept ancestor per depth
     push, pop = parents.append, parents.pop
     while True:
-        node = cursor.node
+        node: tree_sitter.Node = cursor.node  # type: ignore[assignment]  # never None mid-walk
         kid = node.kind_id
         act = action[kid]
         if act == _STRUCTURAL:

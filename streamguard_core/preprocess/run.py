@@ -223,7 +223,7 @@ def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
         trim = tokens.select_tokens(func, offsets[:, 0], budget, cfg.trimming)
         prefiltered = spans is not None
         orig_tokens = trim.orig_tokens
-        if prefiltered:  # estimate the whole function's length from the encoded part
+        if spans is not None:  # estimate the whole function's length from the encoded part
             encoded_chars = sum(b - a for a, b in spans)
             orig_tokens = max(orig_tokens, round(orig_tokens * len(func) / encoded_chars))
         if trim.trimmed:
@@ -499,7 +499,7 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
     """np.savez through a temp file and rename (atomic; np.savez itself is not)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds oddly
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

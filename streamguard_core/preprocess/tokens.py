@@ -138,9 +138,12 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    sep_id, cls_id = tok.token_to_id("</s>"), tok.token_to_id("<s>")
+    if sep_id is None or cls_id is None:
+        raise TokenizerError("BPE training lost the special tokens <s>/</s>")
     tok.post_processor = processors.RobertaProcessing(
-        ("</s>", tok.token_to_id("</s>")),
-        ("<s>", tok.token_to_id("<s>")),
+        ("</s>", sep_id),
+        ("<s>", cls_id),
         trim_offsets=False,
         add_prefix_space=False,
     )
