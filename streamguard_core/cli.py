@@ -230,6 +230,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_baseline(args: argparse.Namespace) -> int:
+    """streamguard train baseline."""
+    from streamguard_core.evaluation.metrics import classification_metrics
+    from streamguard_core.io import atomic_write_json
+    from streamguard_core.models.baseline import BaselineConfig, BaselineDetector
+    from streamguard_core.models.registry import load_labelled
+
+    train, _ = load_labelled(args.train_data)
+    valid, _ = load_labelled(args.val_data)
+    config = BaselineConfig(ngram_max=args.ngram_max, min_df=args.min_df, C=args.C, seed=args.seed)
+    det = BaselineDetector(config)
+    valid_metrics = det.fit(
+        [r.func for r in train],
+        [r.label for r in train],
+        [r.func for r in valid],
+        [r.label for r in valid],
+    )
+    out = Path(args.output_dir)
+    results: dict[str, Any] = {"valid": valid_metrics}
+    if args.test_data:
+        test, _ = load_labelled(args.test_data)
+        results["test"] = classification_metrics(
+            [r.label for r in test], det.predict_proba([r.func for r in test]), det.threshold
+        )
+    det.save(out / "model", extra_card={"metrics": results})
+    atomic_write_json(out / "metrics.json", results)
+    atomic_write_json(
+        out / "exp_config.json",
+        {
+            "model": config.model_dump(mode="json"),
+            "train_data": args.train_data,
+            "val_data": args.val_data,
+            "test_data": args.test_data,
+        },
+    )
+    for split, m in results.items():
+        print(
+            f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc "
+            f"{m['roc_auc'] if m['roc_auc'] is None else round(m['roc_auc'], 4)}  "
+            f"(threshold {m['threshold']:.3f}, n={m['n']})"
+        )
+    print(f"model: {out / 'model'}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """streamguard evaluate."""
+    from streamguard_core.evaluation.metrics import classification_metrics
+    from streamguard_core.io import atomic_write_json, write_jsonl
+    from streamguard_core.models.registry import load_detector, load_labelled
+
+    det = load_detector(args.model_dir)
+    records, rejects = load_labelled(args.data)
+    probs = det.predict_proba([r.func for r in records])
+    threshold = det.threshold if args.threshold is None else args.threshold
+    metrics = classification_metrics([r.label for r in records], probs, threshold)
+    metrics["rejected_records"] = len(rejects)
+    metrics["data"] = str(args.data)
+    if args.output:
+        atomic_write_json(args.output, metrics)
+    if args.predictions:
+        write_jsonl(
+            args.predictions,
+            (
+                {
+                    "id": r.id,
+                    "label": r.label,
+                    "probability": float(p),
+                    "prediction": int(p >= threshold),
+                }
+                for r, p in zip(records, probs, strict=True)
+            ),
+        )
+    print(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=2))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in the README)."""
     parser = argparse.ArgumentParser(
@@ -282,6 +359,42 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--num-layers", type=int, default=4)
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_stats)
+
+    train = sub.add_parser("train", help="train a detector", formatter_class=_Formatter)
+    tsub = train.add_subparsers(dest="model_kind", metavar="KIND", required=True)
+    base = tsub.add_parser(
+        "baseline",
+        help="TF-IDF (code token n-grams) + logistic regression, the bar every model must clear",
+        description="Fit on --train-data, tune the decision threshold for vulnerable-class F1 on "
+        "--val-data, score --test-data. Data: a processed split directory (DIR/train) or any raw "
+        "input file (Devign/CodeXGLUE/Juliet/JSONL/CSV, .gz ok). Writes OUTPUT/model/ "
+        "(model_card.json, vocabulary.json, weights.npz; no pickle), metrics.json, "
+        "exp_config.json. (The transformer and GNN kinds arrive with the training engine.)",
+        formatter_class=_Formatter,
+    )
+    base.add_argument("--train-data", required=True)
+    base.add_argument("--val-data", required=True)
+    base.add_argument("--test-data", default=None)
+    base.add_argument("--output-dir", required=True)
+    base.add_argument("--ngram-max", type=int, default=2)
+    base.add_argument("--min-df", type=int, default=2)
+    base.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
+    base.add_argument("--seed", type=int, default=42)
+    base.set_defaults(func=cmd_train_baseline)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a saved model on any labelled data set",
+        description="Load a model directory (by its model_card.json kind) and score it on a "
+        "processed split directory or a raw Devign/Juliet/JSONL file.",
+        formatter_class=_Formatter,
+    )
+    ev.add_argument("--model-dir", required=True)
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--output", default=None, help="write metrics JSON here")
+    ev.add_argument("--predictions", default=None, help="write per-function probabilities here")
+    ev.add_argument("--threshold", type=float, default=None, help="default: the model's own")
+    ev.set_defaults(func=cmd_evaluate)
 
     demo = sub.add_parser(
         "demo",

@@ -201,7 +201,17 @@ def test_stats_command(synthetic_run, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["data"], ["data", "preprocess"], ["data", "synthesize"], ["data", "stats"], ["demo"]],
+    [
+        [],
+        ["data"],
+        ["data", "preprocess"],
+        ["data", "synthesize"],
+        ["data", "stats"],
+        ["demo"],
+        ["train"],
+        ["train", "baseline"],
+        ["evaluate"],
+    ],
 )
 def test_every_command_has_help(argv):
     proc = subprocess.run(

@@ -1,0 +1,1 @@
+"""Detectors: one protocol (fit, predict_proba, save, load) for every model kind."""
