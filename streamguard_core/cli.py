@@ -275,6 +275,51 @@ def cmd_train_baseline(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_neural(args: argparse.Namespace) -> int:
+    """streamguard train gnn|transformer."""
+    from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE, CollapseError
+    from streamguard_core.training.loop import TrainConfig
+    from streamguard_core.training.run import RunExistsError, train_neural
+
+    kind = args.model_kind
+    if kind == "gnn":
+        from streamguard_core.models.gnn import GNNConfig
+
+        model_cfg: Any = GNNConfig(
+            arch=args.arch, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
+            dropout=args.dropout,
+        )  # fmt: skip
+    else:
+        from streamguard_core.models.transformer import TransformerConfig
+
+        model_cfg = TransformerConfig(
+            model_name_or_path=args.model, hidden_size=args.hidden_dim,
+            num_layers=args.num_layers, dropout=args.dropout, max_seq_len=args.max_seq_len,
+        )  # fmt: skip
+    cfg = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        accumulation_steps=args.accumulation_steps, mixed_precision=args.mixed_precision,
+        early_stopping_patience=args.early_stopping_patience, use_weights=args.use_weights,
+        seed=args.seed, checkpoint_every_steps=args.checkpoint_every_steps,
+        max_steps_per_epoch=8 if args.quick_test else None, num_threads=args.num_threads,
+    )  # fmt: skip
+    try:
+        results = train_neural(kind, model_cfg, cfg, args.data, args.output_dir, args.resume,
+                               args.device)  # fmt: skip
+    except CollapseError as exc:
+        print(f"streamguard: training collapsed: {exc.event.reason}: {exc.event.detail}; "
+              f"see {Path(args.output_dir) / 'collapse_report.json'}", file=sys.stderr)  # fmt: skip
+        return COLLAPSE_EXIT_CODE
+    except RunExistsError as exc:
+        print(f"streamguard: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for split, m in results.items():
+        print(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc {m['roc_auc']}")
+    print(f"model: {Path(args.output_dir) / 'model'}")
+    return EXIT_OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """streamguard evaluate."""
     from streamguard_core.evaluation.metrics import classification_metrics
@@ -381,6 +426,46 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
     base.add_argument("--seed", type=int, default=42)
     base.set_defaults(func=cmd_train_baseline)
+
+    for kind, help_text in (
+        ("gnn", "4-layer GCN (or GGNN) over the AST graphs of a processed data set"),
+        ("transformer", "RoBERTa classifier: 'tiny' from scratch (offline) or a HF name/dir"),
+    ):
+        p = tsub.add_parser(
+            kind,
+            help=help_text,
+            description=f"{help_text}. --data is a directory written by `streamguard data "
+            "preprocess`. Writes OUTPUT/{exp_config.json, training_metadata.json, training.log, "
+            "checkpoints/{latest,best,epoch_<k>}, model/, metrics.json, predictions.jsonl}; "
+            "collapse_report.json and exit code 3 when the run collapses.",
+            formatter_class=_Formatter,
+        )
+        p.add_argument("--data", required=True, help="processed data set directory")
+        p.add_argument("--output-dir", required=True)
+        p.add_argument("--epochs", type=int, default=10)
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--lr", type=float, default=None, help="default: 2.5e-5 / 5e-4 by kind")
+        p.add_argument("--weight-decay", type=float, default=0.01)
+        p.add_argument("--warmup-ratio", type=float, default=0.1)
+        p.add_argument("--accumulation-steps", type=int, default=1)
+        p.add_argument("--mixed-precision", default="auto", choices=["auto", "off", "fp16", "bf16"])
+        p.add_argument("--early-stopping-patience", type=int, default=3)
+        p.add_argument("--use-weights", action="store_true", help="per-record loss weights")
+        p.add_argument("--dropout", type=float, default=0.3 if kind == "gnn" else 0.1)
+        p.add_argument("--hidden-dim", type=int, default=256 if kind == "gnn" else 128)
+        p.add_argument("--num-layers", type=int, default=4 if kind == "gnn" else 2)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--checkpoint-every-steps", type=int, default=50)
+        p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+        p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: best)")
+        p.add_argument("--quick-test", action="store_true", help="8 steps an epoch")
+        p.add_argument("--resume", action="store_true", help="continue from checkpoints/latest")
+        if kind == "gnn":
+            p.add_argument("--arch", default="gcn", choices=["gcn", "ggnn"])
+        else:
+            p.add_argument("--model", default="tiny", help="tiny, a HF name or a local dir")
+            p.add_argument("--max-seq-len", type=int, default=512)
+        p.set_defaults(func=cmd_train_neural)
 
     ev = sub.add_parser(
         "evaluate",

@@ -1,0 +1,287 @@
+"""Graph neural network classifiers over the preprocessed AST graphs (GCN and Devign-style GGNN).
+
+A graph comes from :mod:`streamguard_core.preprocess.parse` via
+:func:`streamguard_core.preprocess.dataset.graph_dataset`: ``x`` holds node-type ids (the fixed
+vocabulary of :func:`~streamguard_core.preprocess.parse.node_type_vocab`), ``node_token`` hashed
+identifier-name buckets (0 = no name), ``edge_index`` directed edges of three types. Both
+architectures here read the graph as undirected (every edge also reversed), so information flows
+from leaves to the root and back; edge types are not used yet (see ``GNNConfig.use_edge_types``).
+
+Saved without pickle: weights as ``model.safetensors`` (or a ``model.pt`` state dict read with
+``torch.load(weights_only=True)`` when safetensors is missing) and the settings as
+``gnn_config.json``; :func:`load_gnn` rebuilds the exact model.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+from torch_geometric.nn import GatedGraphConv, GCNConv, global_max_pool, global_mean_pool
+from torch_geometric.utils import to_undirected
+
+from streamguard_core.io import atomic_write_json
+from streamguard_core.preprocess.parse import NODE_TOKEN_BUCKETS, vocab_fingerprint
+
+GNN_CONFIG_FILE = "gnn_config.json"
+SAFETENSORS_FILE = "model.safetensors"
+TORCH_FILE = "model.pt"
+NUM_CLASSES = 2
+
+
+class GNNConfig(BaseModel):
+    """Architecture of a graph classifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["gnn"] = Field("gnn", description="Model kind discriminator.")
+    arch: Literal["gcn", "ggnn"] = Field(
+        "gcn",
+        description="gcn: stacked GCNConv layers with residuals; ggnn: one Devign-style "
+        "GatedGraphConv (GRU-updated message passing) of num_layers steps.",
+    )
+    hidden_dim: int = Field(256, ge=1, description="Node embedding / hidden state size.")
+    num_layers: int = Field(
+        4, ge=1, description="GCN layers (gcn) or message-passing steps (ggnn)."
+    )
+    dropout: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Dropout after each GCN layer and in the MLP head."
+    )
+    node_token_dim: int = Field(
+        64,
+        ge=0,
+        description="Embedding size of the hashed identifier-name buckets, concatenated to the "
+        "node-type embedding and projected to hidden_dim; 0 ignores node_token.",
+    )
+    node_token_buckets: int = Field(
+        NODE_TOKEN_BUCKETS,
+        ge=2,
+        description="Rows of the identifier-bucket embedding (must cover the data's buckets; "
+        "row 0, 'no name', is a fixed zero vector).",
+    )
+    use_edge_types: bool = Field(
+        False,
+        description="Reserved for a relational GNN (RGCN). GCN and GGNN here ignore edge types "
+        "whatever this says; setting it warns.",
+    )
+
+
+class GNNClassifier(nn.Module):
+    """Node embeddings -> GCN or GGNN message passing -> mean+max pooling -> MLP -> 2 logits.
+
+    Args:
+        cfg: the architecture.
+        num_node_types: rows of the node-type embedding (``len(node_type_vocab())``).
+
+    Shapes:
+        - **input:**
+          node types ``x`` :math:`(|\\mathcal{V}|)` (or :math:`(|\\mathcal{V}|, 1)`) long,
+          node tokens :math:`(|\\mathcal{V}|)` long (``0`` = none),
+          edge indices :math:`(2, |\\mathcal{E}|)` long,
+          batch vector :math:`(|\\mathcal{V}|)` long (graph id per node, or ``None`` for one
+          graph)
+        - **output:** logits :math:`(B, 2)`, ``B`` the number of graphs (class 1 = vulnerable)
+    """
+
+    def __init__(self, cfg: GNNConfig, num_node_types: int) -> None:
+        super().__init__()
+        if num_node_types < 1:
+            raise ValueError(f"num_node_types must be >= 1, got {num_node_types}")
+        self.cfg = cfg
+        self.num_node_types = num_node_types
+        h = cfg.hidden_dim
+        self.node_type_embedding = nn.Embedding(num_node_types, h)
+        self.node_token_embedding: nn.Embedding | None = None
+        self.input_projection: nn.Linear | None = None
+        if cfg.node_token_dim > 0:
+            self.node_token_embedding = nn.Embedding(
+                cfg.node_token_buckets, cfg.node_token_dim, padding_idx=0
+            )
+            self.input_projection = nn.Linear(h + cfg.node_token_dim, h)
+        self.convs = nn.ModuleList()
+        self.ggnn: GatedGraphConv | None = None
+        if cfg.arch == "gcn":
+            self.convs.extend(GCNConv(h, h) for _ in range(cfg.num_layers))
+        else:
+            self.ggnn = GatedGraphConv(h, cfg.num_layers)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Sequential(
+            nn.Linear(2 * h, h),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(h, NUM_CLASSES),
+        )
+
+    def embed_nodes(self, x: Tensor, node_token: Tensor | None) -> Tensor:
+        """Initial node states.
+
+        Shapes:
+            - **input:** ``x`` :math:`(|\\mathcal{V}|)`, ``node_token`` :math:`(|\\mathcal{V}|)`
+            - **output:** :math:`(|\\mathcal{V}|, \\text{hidden\\_dim})`
+        """
+        h = self.node_type_embedding(x.reshape(-1))
+        if self.node_token_embedding is not None and self.input_projection is not None:
+            if node_token is None:
+                node_token = torch.zeros_like(x.reshape(-1))
+            tok = self.node_token_embedding(node_token.reshape(-1))
+            h = torch.relu(self.input_projection(torch.cat([h, tok], dim=-1)))
+        return h
+
+    def forward(
+        self,
+        x: Tensor,
+        node_token: Tensor | None,
+        edge_index: Tensor,
+        batch: Tensor | None = None,
+        *,
+        num_graphs: int | None = None,
+        edge_type: Tensor | None = None,
+    ) -> Tensor:
+        """Logits per graph.
+
+        Args:
+            x: node-type ids.
+            node_token: hashed identifier buckets (``None`` = all zero).
+            edge_index: directed edges; both directions are used.
+            batch: graph id of each node (``None``: all nodes form one graph).
+            num_graphs: number of graphs; defaults to ``batch.max() + 1``. Pass it when
+                trailing graphs of a batch may be empty (their pooled vector is zero).
+            edge_type: accepted for interface stability and ignored (see ``use_edge_types``).
+
+        Shapes:
+            - **input:** ``x``, ``node_token``, ``batch`` :math:`(|\\mathcal{V}|)`;
+              ``edge_index`` :math:`(2, |\\mathcal{E}|)`
+            - **output:** :math:`(B, 2)`
+        """
+        del edge_type  # not used by GCN/GGNN
+        num_nodes = x.size(0)
+        if batch is None:
+            batch = torch.zeros(num_nodes, dtype=torch.long, device=x.device)
+            num_graphs = 1 if num_graphs is None else num_graphs
+        h = self.embed_nodes(x, node_token)
+        edges = to_undirected(edge_index, num_nodes=num_nodes)
+        if self.ggnn is not None:
+            h = self.dropout(torch.relu(self.ggnn(h, edges)))
+        else:
+            for conv in self.convs:
+                h = h + self.dropout(torch.relu(conv(h, edges)))
+        pooled = torch.cat(
+            [
+                global_mean_pool(h, batch, size=num_graphs),
+                global_max_pool(h, batch, size=num_graphs),
+            ],
+            dim=-1,
+        )
+        logits: Tensor = self.head(pooled)
+        return logits
+
+    def forward_data(self, data: Any) -> Tensor:
+        """Logits for a PyG ``Data``/``Batch`` with ``x``, ``node_token``, ``edge_index``.
+
+        Shapes:
+            - **input:** a batch of ``B`` graphs (``batch`` attribute optional for one graph)
+            - **output:** :math:`(B, 2)`
+        """
+        batch = getattr(data, "batch", None)
+        num_graphs = getattr(data, "num_graphs", None) if batch is not None else 1
+        return self(
+            data.x,
+            getattr(data, "node_token", None),
+            data.edge_index,
+            batch,
+            num_graphs=num_graphs,
+        )
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of parameters (all, or those with ``requires_grad``)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_gnn(cfg: GNNConfig, num_node_types: int) -> GNNClassifier:
+    """A freshly initialised classifier (deterministic under ``torch.manual_seed``).
+
+    Args:
+        cfg: the architecture.
+        num_node_types: ``len(node_type_vocab())`` of the data the model will read.
+    """
+    if cfg.use_edge_types:
+        warnings.warn(
+            f"GNNConfig.use_edge_types=True has no effect: the {cfg.arch} model ignores edge "
+            "types (reserved for a future relational GNN)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return GNNClassifier(cfg, num_node_types)
+
+
+def _have_safetensors() -> bool:
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_gnn(
+    model: GNNClassifier, cfg: GNNConfig, num_node_types: int, directory: str | Path
+) -> Path:
+    """Write the weights (``model.safetensors``, else ``model.pt``) and ``gnn_config.json``.
+
+    Returns:
+        The weights file written.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if _have_safetensors():
+        from safetensors.torch import save_file
+
+        weights = out / SAFETENSORS_FILE
+        save_file(state, str(weights))
+        (out / TORCH_FILE).unlink(missing_ok=True)
+    else:
+        weights = out / TORCH_FILE
+        torch.save(state, weights)
+        (out / SAFETENSORS_FILE).unlink(missing_ok=True)
+    atomic_write_json(
+        out / GNN_CONFIG_FILE,
+        {
+            "config": cfg.model_dump(mode="json"),
+            "num_node_types": num_node_types,
+            "weights": weights.name,
+            "node_type_vocab_fingerprint": vocab_fingerprint(),
+        },
+    )
+    return weights
+
+
+def load_gnn(directory: str | Path, map_location: str | torch.device = "cpu") -> GNNClassifier:
+    """Rebuild a model saved by :func:`save_gnn`, in eval mode (no pickle is executed).
+
+    Raises:
+        FileNotFoundError: no ``gnn_config.json`` or no weights file in ``directory``.
+    """
+    root = Path(directory)
+    meta_path = root / GNN_CONFIG_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{root}: not a saved GNN (no {GNN_CONFIG_FILE})")
+    meta = json.loads(meta_path.read_text())
+    cfg = GNNConfig.model_validate(meta["config"])
+    model = GNNClassifier(cfg, int(meta["num_node_types"]))
+    weights = root / meta.get("weights", SAFETENSORS_FILE)
+    if not weights.exists():
+        raise FileNotFoundError(f"{root}: weights file {weights.name} is missing")
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights), device=str(map_location))
+    else:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.to(map_location)
+    return model.eval()

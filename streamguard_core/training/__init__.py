@@ -1,0 +1,1 @@
+"""Training: one loop for the neural models, checkpoints, LR finder, collapse detection."""

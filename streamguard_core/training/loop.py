@@ -1,0 +1,503 @@
+"""One training loop for the neural detectors, readable top to bottom: setup -> fit -> evaluate.
+
+The same functions serve the CLI (``streamguard train gnn|transformer``), a Prefect task and a
+container entrypoint. What a run writes (see :class:`RunPaths`)::
+
+    <run_dir>/exp_config.json          the full configuration (reproduces the run)
+    <run_dir>/training_metadata.json   per-epoch curves, timings, best epoch, LR and its source
+    <run_dir>/training.log             human-readable log
+    <run_dir>/checkpoints/latest/      resume point (weights, optimizer, schedule, RNG, position)
+    <run_dir>/checkpoints/best/        best weights on validation F1
+    <run_dir>/checkpoints/epoch_<k>/   end of every epoch
+    <run_dir>/model/                   the final detector (best weights) + model_card.json
+    <run_dir>/metrics.json             validation and test metrics of the best model
+    <run_dir>/predictions.jsonl        per-function probabilities on test (else valid)
+    <run_dir>/collapse_report.json     only when the run collapsed (exit code 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
+from streamguard_core.io import atomic_write_json, write_jsonl
+from streamguard_core.preprocess.dataset import ProcessedSplit
+from streamguard_core.training.checkpoint import (
+    is_valid_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from streamguard_core.training.collapse import CollapseDetector, CollapseError
+
+log = logging.getLogger("streamguard.train")
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings shared by every neural model kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
+    lr: float | None = Field(None, gt=0, description="Learning rate; None: the kind's default.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")
+    accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "auto", description="AMP on CUDA (auto: bf16 if supported, else fp16); off on CPU."
+    )
+    early_stopping_patience: int = Field(
+        3, ge=1, description="Epochs without validation-F1 gain before stopping."
+    )
+    class_weight_multiplier: float = Field(
+        1.2, gt=0, description="Vulnerable-class weight = multiplier * (safe / vulnerable)."
+    )
+    use_weights: bool = Field(False, description="Multiply the loss by per-record weights.")
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="Optimizer steps between 'latest' checkpoints."
+    )
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cut epochs short (quick tests)."
+    )
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default).")
+
+
+DEFAULT_LR = {"transformer": 2.5e-5, "gnn": 5e-4}
+
+
+@dataclass
+class RunPaths:
+    """Every file a training run writes, named in one place."""
+
+    root: Path
+
+    @property
+    def exp_config(self) -> Path:
+        return self.root / "exp_config.json"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / "training_metadata.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "training.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best"
+
+    def epoch(self, k: int) -> Path:
+        return self.checkpoints / f"epoch_{k}"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.jsonl"
+
+    @property
+    def collapse_report(self) -> Path:
+        return self.root / "collapse_report.json"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Batches:
+    """Index-driven batching of a processed split for one model kind (GNN graphs or tokens)."""
+
+    def __init__(self, split: ProcessedSplit, kind: str, pad_id: int = 1) -> None:
+        self.split, self.kind, self.pad_id = split, kind, pad_id
+        self.labels = split.labels
+        self.weights = np.asarray([float(r.get("weight", 1.0)) for r in split.records])
+        self._graphs: list[Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def make(self, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
+        """Tensors for the examples at ``indices`` (in that order)."""
+        out: dict[str, torch.Tensor] = {
+            "labels": torch.as_tensor(self.labels[indices], dtype=torch.long),
+            "weights": torch.as_tensor(self.weights[indices], dtype=torch.float32),
+        }
+        if self.kind == "gnn":
+            from torch_geometric.data import Batch
+
+            if self._graphs is None:
+                self._graphs = [self.split.graph(i) for i in range(len(self))]
+            batch = Batch.from_data_list([self._graphs[i] for i in indices])
+            out.update(
+                x=batch.x,
+                node_token=batch.node_token,
+                edge_index=batch.edge_index,
+                batch=batch.batch,
+            )
+        else:
+            seqs = [self.split.input_ids(int(i)) for i in indices]
+            width = max(len(s) for s in seqs)
+            ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(seqs), width), dtype=np.int64)
+            for row, s in enumerate(seqs):
+                ids[row, : len(s)] = s
+                mask[row, : len(s)] = 1
+            out.update(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        return {k: v.to(device) for k, v in out.items()}
+
+
+def forward_logits(
+    kind: str, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Logits [batch, 2] for either kind."""
+    if kind == "gnn":
+        return model(batch["x"], batch["node_token"], batch["edge_index"], batch["batch"])
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The data order of one epoch: a function of (seed, epoch) only, so resume replays it."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def class_weights(labels: np.ndarray, multiplier: float) -> torch.Tensor:
+    """[1, multiplier * n_safe / n_vulnerable]: the rarer vulnerable class counts more."""
+    n_pos = max(int(labels.sum()), 1)
+    n_neg = max(len(labels) - n_pos, 1)
+    return torch.tensor([1.0, multiplier * n_neg / n_pos], dtype=torch.float32)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(
+    kind: str, model: torch.nn.Module, data: Batches, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """Probability of the vulnerable class for every example, in order, shape [n]."""
+    model.eval()
+    probs = []
+    for start in range(0, len(data), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(data)))
+        logits = forward_logits(kind, model, data.make(idx, device))
+        probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
+    model.train()
+    return np.concatenate(probs) if probs else np.zeros(0)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainState:
+    """Everything ``fit`` needs and mutates; all of it goes into the 'latest' checkpoint."""
+
+    kind: str
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    device: torch.device
+    cfg: TrainConfig
+    train: Batches
+    valid: Batches
+    paths: RunPaths
+    loss_weights: torch.Tensor
+    lr: float
+    lr_source: str
+    epoch: int = 0
+    next_batch: int = 0
+    global_step: int = 0
+    best_f1: float = -1.0
+    best_epoch: int = -1
+    best_threshold: float = 0.5
+    epochs_without_gain: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_steps: int = 0
+    epoch_losses: list[float] = field(default_factory=list)  # this epoch's batches so far
+    collapse: CollapseDetector = field(default_factory=CollapseDetector)
+
+
+def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None, GradScaler enabled) for a mixed-precision mode and device."""
+    if device.type != "cuda" or mode == "off":
+        return None, False
+    if mode == "bf16" or (mode == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16, False  # bf16 has fp32's range: no loss scaling needed
+    return torch.float16, True
+
+
+def setup(
+    kind: str,
+    model: torch.nn.Module,
+    data_dir: str | Path,
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    device: str | torch.device | None = None,
+    pad_id: int = 1,
+    lr: float | None = None,
+    lr_source: str = "config",
+) -> TrainState:
+    """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id)
+    valid = Batches(ProcessedSplit(data_dir, "valid"), kind, pad_id)
+    if len(train) == 0 or len(valid) == 0:
+        raise ValueError(
+            f"{data_dir}: train ({len(train)}) and valid ({len(valid)}) must be non-empty"
+        )
+    model.to(dev)
+    lr = lr or cfg.lr or DEFAULT_LR[kind]
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p.requires_grad]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 and p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        batches_per_epoch = min(batches_per_epoch, cfg.max_steps_per_epoch * cfg.accumulation_steps)
+    total_steps = max(1, cfg.epochs * math.ceil(batches_per_epoch / cfg.accumulation_steps))
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp_dtype, use_scaler = amp_settings(cfg.mixed_precision, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=use_scaler)
+    return TrainState(
+        kind=kind, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        amp_dtype=amp_dtype, device=dev, cfg=cfg, train=train, valid=valid, paths=paths,
+        loss_weights=class_weights(train.labels, cfg.class_weight_multiplier).to(dev),
+        lr=lr, lr_source=lr_source,
+    )  # fmt: skip
+
+
+def _checkpoint_state(s: TrainState) -> dict[str, Any]:
+    return {
+        "model": s.model.state_dict(),
+        "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(),
+        "scaler": s.scaler.state_dict(),
+        "rng": rng_state(),
+        "position": {"epoch": s.epoch, "next_batch": s.next_batch, "global_step": s.global_step},
+        "best": {"f1": s.best_f1, "epoch": s.best_epoch, "threshold": s.best_threshold,
+                 "epochs_without_gain": s.epochs_without_gain},
+        "history": s.history,
+        "skipped_steps": s.skipped_steps,
+        "epoch_losses": s.epoch_losses,
+        "collapse": s.collapse.state_dict(),
+    }  # fmt: skip
+
+
+def save_latest(s: TrainState, directory: Path | None = None) -> None:
+    """Write the resume point (atomically)."""
+    save_checkpoint(
+        directory or s.paths.latest,
+        _checkpoint_state(s),
+        {
+            "epoch": s.epoch,
+            "next_batch": s.next_batch,
+            "global_step": s.global_step,
+            "kind": s.kind,
+        },
+    )
+
+
+def resume(s: TrainState) -> bool:
+    """Load the 'latest' checkpoint if there is a complete one; True when resumed."""
+    if not is_valid_checkpoint(s.paths.latest):
+        return False
+    ck = load_checkpoint(s.paths.latest, map_location=s.device)
+    s.model.load_state_dict(ck["model"])
+    s.optimizer.load_state_dict(ck["optimizer"])
+    s.scheduler.load_state_dict(ck["scheduler"])
+    s.scaler.load_state_dict(ck["scaler"])
+    set_rng_state(ck["rng"])
+    pos, best = ck["position"], ck["best"]
+    s.epoch, s.next_batch, s.global_step = pos["epoch"], pos["next_batch"], pos["global_step"]
+    s.best_f1, s.best_epoch, s.best_threshold = best["f1"], best["epoch"], best["threshold"]
+    s.epochs_without_gain = best["epochs_without_gain"]
+    s.history, s.skipped_steps = list(ck["history"]), ck["skipped_steps"]
+    s.collapse.load_state_dict(ck["collapse"])
+    s.epoch_losses = list(ck["epoch_losses"])
+    log.info("resumed from %s at epoch %d batch %d", s.paths.latest, s.epoch, s.next_batch)
+    return True
+
+
+def fit(s: TrainState) -> dict[str, Any]:
+    """Train until the epochs run out or validation F1 stops improving; returns a summary."""
+    cfg, model = s.cfg, s.model
+    model.train()
+    n = len(s.train)
+    batches_per_epoch = math.ceil(n / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        batches_per_epoch = min(batches_per_epoch, cfg.max_steps_per_epoch * cfg.accumulation_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    while s.epoch < cfg.epochs and s.epochs_without_gain < cfg.early_stopping_patience:
+        t_epoch = time.perf_counter()
+        order = epoch_order(n, cfg.seed, s.epoch)
+        losses = s.epoch_losses  # kept in checkpoints, so a resumed epoch reports all batches
+        s.optimizer.zero_grad(set_to_none=True)
+        for b in range(s.next_batch, batches_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = s.train.make(idx, s.device)
+            with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
+                logits = forward_logits(s.kind, model, batch)
+            per_example = torch.nn.functional.cross_entropy(
+                logits.float(), batch["labels"], weight=s.loss_weights, reduction="none"
+            )
+            if cfg.use_weights:
+                per_example = per_example * batch["weights"]
+            loss = per_example.mean() / cfg.accumulation_steps
+            s.scaler.scale(loss).backward()
+            losses.append(float(loss.detach()) * cfg.accumulation_steps)
+            if (b + 1) % cfg.accumulation_steps and b + 1 < batches_per_epoch:
+                continue
+            # AMP-safe clipping: unscale first, so the norm is of the true gradients
+            s.scaler.unscale_(s.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if math.isfinite(grad_norm):
+                s.scaler.step(s.optimizer)  # with a scaler this also skips inf/nan steps
+            else:
+                s.skipped_steps += 1  # never step on non-finite gradients
+            s.scaler.update()
+            s.scheduler.step()
+            s.optimizer.zero_grad(set_to_none=True)
+            s.global_step += 1
+            s.next_batch = b + 1
+            event = s.collapse.on_step(losses[-1], grad_norm, s.epoch, s.global_step)
+            if event is not None:
+                raise CollapseError(event)
+            if s.global_step % cfg.checkpoint_every_steps == 0:
+                save_latest(s)
+        # ---- end of epoch: validate, keep the best, decide whether to go on
+        probs = predict(s.kind, model, s.valid, s.device, cfg.batch_size)
+        threshold = best_f1_threshold(s.valid.labels, probs)
+        metrics = classification_metrics(s.valid.labels, probs, threshold)
+        row = {
+            "epoch": s.epoch,
+            "train_loss": float(np.mean(losses)) if losses else None,
+            "valid_f1": metrics["f1"],
+            "valid_roc_auc": metrics["roc_auc"],
+            "valid_accuracy": metrics["accuracy"],
+            "threshold": threshold,
+            "lr": s.scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - t_epoch, 2),
+            "global_step": s.global_step,
+        }
+        s.history.append(row)
+        log.info("epoch %d %s", s.epoch, row)
+        # a collapsed model predicts one class at the neutral 0.5 cut, whatever the tuned one
+        event = s.collapse.on_eval((probs >= 0.5).astype(int), metrics["f1"], s.epoch)
+        if event is not None:
+            write_metadata(s)
+            raise CollapseError(event)
+        if metrics["f1"] > s.best_f1:
+            s.best_f1, s.best_epoch, s.best_threshold = metrics["f1"], s.epoch, threshold
+            s.epochs_without_gain = 0
+            save_checkpoint(
+                s.paths.best,
+                {"model": model.state_dict()},
+                {"epoch": s.epoch, "valid_f1": metrics["f1"], "threshold": threshold},
+            )
+        else:
+            s.epochs_without_gain += 1
+        s.epoch += 1
+        s.next_batch = 0
+        s.epoch_losses = []
+        save_latest(s, s.paths.epoch(s.epoch - 1))
+        save_latest(s)
+        write_metadata(s)
+    return {"best_f1": s.best_f1, "best_epoch": s.best_epoch, "epochs_run": s.epoch}
+
+
+def write_metadata(s: TrainState) -> None:
+    """training_metadata.json: curves, best epoch, LR and where it came from."""
+    atomic_write_json(
+        s.paths.metadata,
+        {
+            "kind": s.kind,
+            "history": s.history,
+            "best_epoch": s.best_epoch,
+            "best_valid_f1": s.best_f1,
+            "threshold": s.best_threshold,
+            "lr": s.lr,
+            "lr_source": s.lr_source,
+            "global_step": s.global_step,
+            "skipped_non_finite_steps": s.skipped_steps,
+            "device": str(s.device),
+            "amp_dtype": str(s.amp_dtype) if s.amp_dtype else None,
+            "parameters": sum(p.numel() for p in s.model.parameters()),
+        },
+    )
+
+
+def evaluate_best(s: TrainState, test_dir: str | Path | None = None) -> dict[str, Any]:
+    """Load the best weights; metrics on valid (and test) at the tuned threshold; predictions."""
+    ck = load_checkpoint(s.paths.best, map_location=s.device)
+    s.model.load_state_dict(ck["model"])
+    results: dict[str, Any] = {}
+    scored = {"valid": s.valid}
+    if test_dir is not None and len(ProcessedSplit(test_dir, "test").records):
+        scored["test"] = Batches(ProcessedSplit(test_dir, "test"), s.kind, s.train.pad_id)
+    last_probs: tuple[Batches, np.ndarray] | None = None
+    for name, data in scored.items():
+        probs = predict(s.kind, s.model, data, s.device, s.cfg.batch_size)
+        results[name] = classification_metrics(data.labels, probs, s.best_threshold)
+        last_probs = (data, probs)
+    atomic_write_json(s.paths.metrics, results)
+    if last_probs is not None:
+        data, probs = last_probs
+        write_jsonl(
+            s.paths.predictions,
+            (
+                {"id": r["id"], "label": int(r["label"]), "probability": float(p),
+                 "prediction": int(p >= s.best_threshold)}
+                for r, p in zip(data.split.records, probs, strict=True)
+            ),
+        )  # fmt: skip
+    return results

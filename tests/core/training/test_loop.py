@@ -1,0 +1,108 @@
+"""The training loop's safety paths: injected NaN loss, constant predictions, records written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamguard_core.cli import main
+from streamguard_core.config import DataConfig, PreprocessConfig
+from streamguard_core.preprocess.run import preprocess
+from streamguard_core.training import run as train_run
+from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE
+from streamguard_core.training.loop import TrainConfig, amp_settings, class_weights, epoch_order
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data")
+    preprocess(
+        DataConfig(synthetic_pairs_per_cwe=5),
+        PreprocessConfig(workers=1, vocab_size=400, max_seq_len=96),
+        out,
+        show_progress=False,
+    )
+    return out
+
+
+class _NaNModel(torch.nn.Module):
+    """Graph-model signature; its loss is NaN from the first step (a diverged run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x, node_token, edge_index, batch):
+        n = int(batch.max()) + 1
+        return self.w.expand(n, 2) * float("nan")
+
+
+class _ConstantModel(_NaNModel):
+    """Always predicts 'vulnerable', whatever the input (a collapsed run)."""
+
+    def forward(self, x, node_token, edge_index, batch):
+        n = int(batch.max()) + 1
+        return self.w.expand(n, 2) * 0 + torch.tensor([0.0, 5.0])
+
+
+def _use_model(monkeypatch, model: torch.nn.Module) -> None:
+    monkeypatch.setattr(train_run, "build_model", lambda kind, cfg, data_dir: (model, 0))
+
+
+def test_injected_nan_loss_stops_with_collapse_report(data_dir, tmp_path, monkeypatch, capsys):
+    _use_model(monkeypatch, _NaNModel())
+    out = tmp_path / "nan"
+    code = main(["train", "gnn", "--data", str(data_dir), "--output-dir", str(out),
+                 "--epochs", "2", "--batch-size", "8", "--num-threads", "1"])  # fmt: skip
+    assert code == COLLAPSE_EXIT_CODE == 3
+    report = json.loads((out / "collapse_report.json").read_text())
+    assert report["reason"] == "non_finite_loss" and report["exit_code"] == 3
+    assert report["kind"] == "gnn" and report["step"] == 3  # patience 3
+    assert "collapse_report.json" in capsys.readouterr().err
+    assert not (out / "model").exists()
+
+
+def test_constant_predictions_collapse(data_dir, tmp_path, monkeypatch):
+    _use_model(monkeypatch, _ConstantModel())
+    out = tmp_path / "const"
+    code = main(["train", "gnn", "--data", str(data_dir), "--output-dir", str(out),
+                 "--epochs", "6", "--batch-size", "16", "--early-stopping-patience", "9",
+                 "--num-threads", "1"])  # fmt: skip
+    assert code == COLLAPSE_EXIT_CODE
+    report = json.loads((out / "collapse_report.json").read_text())
+    assert report["reason"] == "constant_predictions"
+    history = json.loads((out / "training_metadata.json").read_text())["history"]
+    assert len(history) == 4  # epoch 0 is not judged; epochs 1-3 are the patience
+
+
+def test_gnn_run_writes_every_record(data_dir, tmp_path):
+    out = tmp_path / "gnn"
+    code = main(["train", "gnn", "--data", str(data_dir), "--output-dir", str(out),
+                 "--epochs", "2", "--batch-size", "8", "--hidden-dim", "16", "--num-layers",
+                 "2", "--num-threads", "1"])  # fmt: skip
+    assert code == 0
+    for name in ("exp_config.json", "training_metadata.json", "training.log", "metrics.json",
+                 "predictions.jsonl", "model/model_card.json", "checkpoints/best/state.pt",
+                 "checkpoints/latest/state.pt", "checkpoints/epoch_0/meta.json",
+                 "checkpoints/epoch_1/meta.json"):  # fmt: skip
+        assert (out / name).exists(), name
+    meta = json.loads((out / "training_metadata.json").read_text())
+    assert len(meta["history"]) == 2 and meta["lr_source"] == "default" and meta["lr"] == 5e-4
+    assert all(h["train_loss"] > 0 for h in meta["history"])
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    assert card["kind"] == "gnn" and 0 < card["threshold"] < 1
+    state = torch.load(out / "checkpoints/latest/state.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "position"} <= set(state)
+    assert "epoch 1" in (out / "training.log").read_text()
+
+
+def test_helpers():
+    assert (epoch_order(10, 1, 0) == epoch_order(10, 1, 0)).all()
+    assert not (epoch_order(50, 1, 0) == epoch_order(50, 1, 1)).all()
+    w = class_weights(torch.tensor([0, 0, 0, 1]).numpy(), 1.2)
+    assert w.tolist() == pytest.approx([1.0, 3.6])
+    assert amp_settings("auto", torch.device("cpu")) == (None, False)  # AMP off on CPU
+    assert TrainConfig().mixed_precision == "auto"
