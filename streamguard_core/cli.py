@@ -303,6 +303,9 @@ def cmd_train_neural(args: argparse.Namespace) -> int:
         early_stopping_patience=args.early_stopping_patience, use_weights=args.use_weights,
         seed=args.seed, checkpoint_every_steps=args.checkpoint_every_steps,
         max_steps_per_epoch=8 if args.quick_test else None, num_threads=args.num_threads,
+        lr_finder=args.lr_finder, lr_finder_steps=args.lr_finder_steps,
+        lr_cache_dir=args.lr_cache_dir, auto_batch_size=args.auto_batch_size,
+        memory_budget_mb=args.memory_budget_mb,
     )  # fmt: skip
     try:
         results = train_neural(kind, model_cfg, cfg, args.data, args.output_dir, args.resume,
@@ -445,6 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=int, default=10)
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--lr", type=float, default=None, help="default: 2.5e-5 / 5e-4 by kind")
+        p.add_argument("--lr-finder", action="store_true", help="without --lr: LR range test")
+        p.add_argument("--lr-finder-steps", type=int, default=100)
+        p.add_argument("--lr-cache-dir", default="~/.cache/streamguard/lr")
+        p.add_argument(
+            "--auto-batch-size",
+            action="store_true",
+            help="GNN: from graph statistics; transformer: CUDA probe",
+        )
+        p.add_argument(
+            "--memory-budget-mb",
+            type=float,
+            default=None,
+            help="for --auto-batch-size (default: 80%% of GPU memory, else 2048)",
+        )
         p.add_argument("--weight-decay", type=float, default=0.01)
         p.add_argument("--warmup-ratio", type=float, default=0.1)
         p.add_argument("--accumulation-steps", type=int, default=1)
@@ -504,12 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (DataError, TokenizerError, FileNotFoundError) as exc:
-        print(f"streamguard: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
         print(f"streamguard: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (DataError, TokenizerError, FileNotFoundError, ValueError) as exc:
+        print(f"streamguard: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("streamguard: interrupted", file=sys.stderr)
         return 130

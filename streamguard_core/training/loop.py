@@ -74,6 +74,23 @@ class TrainConfig(BaseModel):
         None, ge=1, description="Cut epochs short (quick tests)."
     )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default).")
+    lr_finder: bool = Field(
+        False, description="Without --lr: run an LR range test (cached) instead of the default."
+    )
+    lr_finder_steps: int = Field(100, ge=10, description="Steps of the LR range test.")
+    lr_cache_dir: str = Field(
+        "~/.cache/streamguard/lr", description="Where LR finder results are cached."
+    )
+    auto_batch_size: bool = Field(
+        False,
+        description="GNN: batch size from the data set's graph statistics and the memory "
+        "budget; transformer on CUDA: halve until one step fits.",
+    )
+    memory_budget_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Budget for --auto-batch-size (default: 80% of GPU memory, else 2048 MB).",
+    )
 
 
 DEFAULT_LR = {"transformer": 2.5e-5, "gnn": 5e-4}
@@ -248,6 +265,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
     epoch_losses: list[float] = field(default_factory=list)  # this epoch's batches so far
+    notes: dict[str, Any] = field(default_factory=dict)  # LR finder / batch sizing reports
     collapse: CollapseDetector = field(default_factory=CollapseDetector)
 
 
@@ -472,6 +490,8 @@ def write_metadata(s: TrainState) -> None:
             "device": str(s.device),
             "amp_dtype": str(s.amp_dtype) if s.amp_dtype else None,
             "parameters": sum(p.numel() for p in s.model.parameters()),
+            "batch_size": s.cfg.batch_size,
+            **s.notes,
         },
     )
 

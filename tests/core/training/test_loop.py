@@ -106,3 +106,40 @@ def test_helpers():
     assert w.tolist() == pytest.approx([1.0, 3.6])
     assert amp_settings("auto", torch.device("cpu")) == (None, False)  # AMP off on CPU
     assert TrainConfig().mixed_precision == "auto"
+
+
+def test_lr_finder_then_cache_hit_and_auto_batch_size(data_dir, tmp_path):
+    args = ["train", "gnn", "--data", str(data_dir), "--epochs", "1", "--hidden-dim", "16",
+            "--num-layers", "2", "--num-threads", "1", "--lr-finder", "--lr-finder-steps", "30",
+            "--lr-cache-dir", str(tmp_path / "lr"), "--auto-batch-size",
+            "--memory-budget-mb", "64"]  # fmt: skip
+    assert main([*args, "--output-dir", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "training_metadata.json").read_text())
+    assert first["lr_source"] in ("finder", "fallback") and first["lr_finder"]["reason"]
+    assert first["lr_finder"]["lrs"]  # a curve was measured
+    assert first["auto_batch_size"]["memory_budget_mb"] == 64
+    assert first["batch_size"] == first["auto_batch_size"]["chosen"] >= 1
+    assert main([*args, "--output-dir", str(tmp_path / "b")]) == 0
+    second = json.loads((tmp_path / "b" / "training_metadata.json").read_text())
+    assert second["lr_source"] == "cache" and second["lr"] == first["lr"]
+
+
+@pytest.mark.parametrize("kind", ["gnn", "transformer"])
+def test_evaluate_raw_file_matches_training_metrics(kind, data_dir, tmp_path):
+    """evaluate preprocesses raw text with the model's own settings: same scores as training."""
+    from streamguard_core.io import read_jsonl, write_jsonl
+
+    out = tmp_path / kind
+    assert main(["train", kind, "--data", str(data_dir), "--output-dir", str(out), "--epochs",
+                 "1", "--hidden-dim", "16", "--num-layers", "2", "--num-threads", "1",
+                 *(["--max-seq-len", "96"] if kind == "transformer" else [])]) == 0  # fmt: skip
+    raw = tmp_path / "test.jsonl"
+    write_jsonl(raw, ({"func": r["func"], "target": r["label"]}
+                      for r in read_jsonl(data_dir / "test" / "records.jsonl")))  # fmt: skip
+    assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(raw),
+                 "--output", str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["n"] == trained["n"]
+    assert evaluated["roc_auc"] == pytest.approx(trained["roc_auc"], abs=1e-6)
+    assert evaluated["confusion_matrix"] == trained["confusion_matrix"]

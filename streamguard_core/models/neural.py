@@ -1,0 +1,94 @@
+"""Saved GNN / transformer detectors scoring raw functions, preprocessed as in training.
+
+A model directory written by ``streamguard train gnn|transformer`` holds the weights, the
+tokenizer, ``node_types.json`` and a ``model_card.json`` whose ``preprocess`` entry is the
+preprocessing configuration of its training data. :class:`NeuralDetector` runs exactly that
+preprocessing (tree-sitter graph, tokens, trimming) on new functions before predicting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streamguard_core.config import PreprocessConfig
+from streamguard_core.preprocess.run import ChunkResult, process_functions
+from streamguard_core.training.loop import Batches, predict
+
+
+class _ArraySplit:
+    """The slice of :class:`ProcessedSplit`'s interface that :class:`Batches` uses, in memory."""
+
+    def __init__(self, chunks: list[ChunkResult], labels: list[int]) -> None:
+        def cat(name: str, axis: int = 0) -> np.ndarray:
+            return np.concatenate([getattr(c, name) for c in chunks], axis=axis)
+
+        def ptr(name: str) -> np.ndarray:
+            return np.concatenate([[0], np.cumsum(cat(name))]).astype(np.int64)
+
+        self.ids, self.tok_ptr = cat("input_ids"), ptr("n_tokens")
+        self.node_type, self.node_token = cat("node_type"), cat("node_token")
+        self.edge_index, self.edge_type = cat("edge_index", axis=1), cat("edge_type")
+        self.node_ptr, self.edge_ptr = ptr("n_nodes"), ptr("n_edges")
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.records = [{"weight": 1.0} for _ in labels]
+
+    def input_ids(self, i: int) -> np.ndarray:
+        return self.ids[self.tok_ptr[i] : self.tok_ptr[i + 1]]
+
+    def graph(self, i: int) -> Any:
+        from torch_geometric.data import Data
+
+        n0, n1 = self.node_ptr[i], self.node_ptr[i + 1]
+        e0, e1 = self.edge_ptr[i], self.edge_ptr[i + 1]
+        return Data(
+            x=torch.from_numpy(self.node_type[n0:n1].astype(np.int64)),
+            node_token=torch.from_numpy(self.node_token[n0:n1].astype(np.int64)),
+            edge_index=torch.from_numpy(self.edge_index[:, e0:e1].astype(np.int64)),
+            y=torch.tensor([int(self.labels[i])]),
+            num_nodes=int(n1 - n0),
+        )
+
+
+class NeuralDetector:
+    """A trained GNN or transformer with its preprocessing and decision threshold."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
+        self.dir = Path(model_dir)
+        self.card = json.loads((self.dir / "model_card.json").read_text())
+        self.kind: str = self.card["kind"]
+        self.threshold = float(self.card["threshold"])
+        self.preprocess = PreprocessConfig.model_validate(self.card.get("preprocess", {}))
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.pad_id = 1
+        if self.kind == "gnn":
+            from streamguard_core.models.gnn import load_gnn
+
+            self.model: torch.nn.Module = load_gnn(self.dir, map_location=self.device)
+        elif self.kind == "transformer":
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(self.dir))
+            self.pad_id = int(AutoTokenizer.from_pretrained(str(self.dir)).pad_token_id)
+        else:
+            raise ValueError(f"{self.dir}: kind {self.kind!r} is not a neural detector")
+        self.model.to(self.device).eval()
+
+    def predict_proba(
+        self,
+        funcs: list[str],
+        language_hints: list[str | None] | None = None,
+        batch_size: int = 32,
+    ) -> np.ndarray:
+        """Probability of the vulnerable class per function, shape [n]."""
+        hints = language_hints or [None] * len(funcs)
+        chunks = process_functions(
+            list(zip(funcs, hints, strict=True)), self.dir, self.preprocess, workers=1
+        )
+        split = _ArraySplit(chunks, [0] * len(funcs))
+        data = Batches(split, self.kind, self.pad_id)  # type: ignore[arg-type]
+        return predict(self.kind, self.model, data, self.device, batch_size)
