@@ -355,6 +355,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """streamguard preflight: go/no-go checks before a long training run (exit 0 go, 1 no-go)."""
+    from streamguard_core.training.preflight import run_preflight
+
+    hidden: dict[str, int] = {}
+    for part in (args.hidden_dim or "").split(","):
+        kind, _, value = part.strip().rpartition("=")
+        if value:
+            for k in [kind.strip()] if kind else ["gnn", "transformer"]:
+                hidden[k] = int(value)
+    try:
+        report = run_preflight(
+            args.data, [m.strip() for m in args.models.split(",") if m.strip()],
+            batch_size=args.batch_size, max_seq_len=args.max_seq_len, hidden_dims=hidden,
+            device=args.device, lr_cache_dir=args.lr_cache_dir, output=args.output,
+            overfit_steps=args.overfit_steps, memory_capacity_mb=args.memory_capacity_mb,
+            seed=args.seed, num_threads=args.num_threads, echo=print,
+        )  # fmt: skip
+    except OSError as exc:
+        print(f"streamguard: error: cannot write the preflight report: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"report: {args.output}")
+    print("GO" if report["go"] else "NO-GO")
+    return EXIT_OK if report["go"] else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in the README)."""
     parser = argparse.ArgumentParser(
@@ -497,6 +523,36 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--predictions", default=None, help="write per-function probabilities here")
     ev.add_argument("--threshold", type=float, default=None, help="default: the model's own")
     ev.set_defaults(func=cmd_evaluate)
+
+    pf = sub.add_parser(
+        "preflight",
+        help="go/no-go checks before a long training run",
+        description="Check the device, the processed data set, that each model can overfit 32 "
+        "training examples, that a batch of the largest examples fits in memory, that the LR "
+        "cache is writable and that there is disk space. Writes --output (JSON) and prints one "
+        "line per check, then GO or NO-GO. Exit code 0 go, 1 no-go (warnings do not block).",
+        formatter_class=_Formatter,
+    )
+    pf.add_argument("--data", required=True, help="processed data set directory")
+    pf.add_argument("--models", default="gnn,transformer,baseline", help="kinds to check")
+    pf.add_argument("--batch-size", type=int, default=32, help="planned batch size (memory test)")
+    pf.add_argument("--max-seq-len", type=int, default=512, help="transformer position limit")
+    pf.add_argument(
+        "--hidden-dim", default=None, metavar="N|KIND=N,...",
+        help="hidden size of both neural kinds, or per kind (gnn=64,transformer=32); "
+        "default: gnn 256, transformer 128",
+    )  # fmt: skip
+    pf.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    pf.add_argument("--lr-cache-dir", default="~/.cache/streamguard/lr", help="LR finder cache")
+    pf.add_argument("--output", default="preflight_report.json", help="report path")
+    pf.add_argument("--overfit-steps", type=int, default=60, help="most smoke-test steps")
+    pf.add_argument(
+        "--memory-capacity-mb", type=float, default=None,
+        help="memory capacity override (default: GPU total memory, else available RAM)",
+    )  # fmt: skip
+    pf.add_argument("--seed", type=int, default=42)
+    pf.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
+    pf.set_defaults(func=cmd_preflight)
 
     demo = sub.add_parser(
         "demo",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
 
 from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
 from streamguard_core.io import atomic_write_json, write_jsonl
@@ -400,7 +402,14 @@ def fit(s: TrainState) -> dict[str, Any]:
         order = epoch_order(n, cfg.seed, s.epoch)
         losses = s.epoch_losses  # kept in checkpoints, so a resumed epoch reports all batches
         s.optimizer.zero_grad(set_to_none=True)
-        for b in range(s.next_batch, batches_per_epoch):
+        bar = tqdm(
+            range(s.next_batch, batches_per_epoch),
+            desc=f"{s.kind} epoch {s.epoch}",
+            unit="batch",
+            disable=None,  # shown on a terminal, silent in logs and tests
+            file=sys.stderr,
+        )
+        for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             batch = s.train.make(idx, s.device)
             with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
@@ -432,6 +441,10 @@ def fit(s: TrainState) -> dict[str, Any]:
                 raise CollapseError(event)
             if s.global_step % cfg.checkpoint_every_steps == 0:
                 save_latest(s)
+                log.info(
+                    "step %d loss %.4f grad_norm %.3f lr %.3g",
+                    s.global_step, losses[-1], grad_norm, s.scheduler.get_last_lr()[0],
+                )  # fmt: skip
         # ---- end of epoch: validate, keep the best, decide whether to go on
         probs = predict(s.kind, model, s.valid, s.device, cfg.batch_size)
         threshold = best_f1_threshold(s.valid.labels, probs)
