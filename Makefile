@@ -44,6 +44,7 @@ format: setup
 
 bench: setup  ## benchmarks: one JSON line each
 	$(PY) bench/preprocess.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .mypy_cache
