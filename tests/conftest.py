@@ -22,3 +22,27 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "devign_valid.jsonl.gz").exists():
         pytest.skip(f"real data not present at {SHARED_DATA} (see ../shared/data/README.md)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def make_processed(tmp_path_factory):
+    """Build (once per settings) a small real processed data set from the synthetic generator."""
+    from streamguard_core.config import DataConfig, PreprocessConfig
+    from streamguard_core.preprocess.run import preprocess
+
+    built: dict[tuple[int, int, int], Path] = {}
+
+    def build(pairs: int, vocab_size: int, max_seq_len: int) -> Path:
+        key = (pairs, vocab_size, max_seq_len)
+        if key not in built:
+            out = tmp_path_factory.mktemp(f"processed_{pairs}_{vocab_size}_{max_seq_len}")
+            preprocess(
+                DataConfig(synthetic_pairs_per_cwe=pairs),
+                PreprocessConfig(workers=1, vocab_size=vocab_size, max_seq_len=max_seq_len),
+                out,
+                show_progress=False,
+            )
+            built[key] = out
+        return built[key]
+
+    return build

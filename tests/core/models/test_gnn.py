@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.models.gnn import (
     GNNClassifier,
     GNNConfig,
@@ -18,7 +17,6 @@ from streamguard_core.models.gnn import (
 )
 from streamguard_core.preprocess.dataset import graph_dataset
 from streamguard_core.preprocess.parse import NODE_TOKEN_BUCKETS, node_type_vocab
-from streamguard_core.preprocess.run import preprocess
 
 NUM_TYPES = len(node_type_vocab())
 
@@ -28,15 +26,8 @@ def tiny(arch: str = "gcn", **kw) -> GNNConfig:
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("processed")
-    preprocess(
-        DataConfig(synthetic_pairs_per_cwe=3),
-        PreprocessConfig(workers=1, vocab_size=300, max_seq_len=64),
-        out,
-        show_progress=False,
-    )
-    return out
+def processed(make_processed):
+    return make_processed(pairs=3, vocab_size=300, max_seq_len=64)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.models.transformer import (
     ModelLoadError,
     TransformerConfig,
@@ -17,7 +16,6 @@ from streamguard_core.models.transformer import (
     pad_input_ids,
 )
 from streamguard_core.preprocess.dataset import ProcessedSplit
-from streamguard_core.preprocess.run import preprocess
 from streamguard_core.preprocess.tokens import load_tokenizer
 
 MAX_SEQ_LEN = 64
@@ -27,15 +25,8 @@ TINY = TransformerConfig(
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("processed")
-    preprocess(
-        DataConfig(synthetic_pairs_per_cwe=3),
-        PreprocessConfig(workers=1, vocab_size=300, max_seq_len=MAX_SEQ_LEN),
-        out,
-        show_progress=False,
-    )
-    return out
+def processed(make_processed):
+    return make_processed(pairs=3, vocab_size=300, max_seq_len=MAX_SEQ_LEN)
 
 
 @pytest.fixture(scope="module")

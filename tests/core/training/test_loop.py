@@ -9,23 +9,14 @@ import pytest
 import torch
 
 from streamguard_core.cli import main
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.preprocess.run import preprocess
 from streamguard_core.training import run as train_run
 from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE
 from streamguard_core.training.loop import TrainConfig, amp_settings, class_weights, epoch_order
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(
-        DataConfig(synthetic_pairs_per_cwe=5),
-        PreprocessConfig(workers=1, vocab_size=400, max_seq_len=96),
-        out,
-        show_progress=False,
-    )
-    return out
+def data_dir(make_processed) -> Path:
+    return make_processed(pairs=5, vocab_size=400, max_seq_len=96)
 
 
 class _NaNModel(torch.nn.Module):

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 from streamguard_core.cli import main
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.preprocess.run import preprocess
 from streamguard_core.training import preflight
 from streamguard_core.training.preflight import run_preflight, suggest_batch_size
 
@@ -24,15 +22,8 @@ ALL_CHECKS = {
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(
-        DataConfig(synthetic_pairs_per_cwe=4),
-        PreprocessConfig(workers=1, vocab_size=400, max_seq_len=96),
-        out,
-        show_progress=False,
-    )
-    return out
+def data_dir(make_processed) -> Path:
+    return make_processed(pairs=4, vocab_size=400, max_seq_len=96)
 
 
 @pytest.fixture(scope="module")

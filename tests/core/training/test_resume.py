@@ -13,20 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.preprocess.run import preprocess
-
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data")
-    preprocess(
-        DataConfig(synthetic_pairs_per_cwe=8),
-        PreprocessConfig(workers=1, vocab_size=400, max_seq_len=128),
-        out,
-        show_progress=False,
-    )
-    return out
+def data_dir(make_processed) -> Path:
+    return make_processed(pairs=8, vocab_size=400, max_seq_len=128)
 
 
 def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
