@@ -43,6 +43,7 @@ from streamguard_core.data.loaders import DataError, iter_records
 from streamguard_core.data.splits import SPLITS, assign_splits, deduplicate, load_codexglue_index
 from streamguard_core.io import atomic_write_json, sha256_file, write_jsonl
 from streamguard_core.preprocess import parse, tokens
+from streamguard_core.preprocess.dataset import METADATA_FILE
 from streamguard_core.schema import RECORD_FIELDS, FunctionRecord, Reject
 
 QUICK_TEST_RECORDS = 300
@@ -50,7 +51,6 @@ SPLIT_RE = re.compile(r"^(train|valid|test)=(.+)$")
 # A function whose characters are more than this fraction control bytes is binary garbage.
 MAX_CONTROL_FRACTION = 0.05
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
-METADATA_FILE = "preprocessing_metadata.json"
 PACKAGES = (
     "tree-sitter",
     "tree-sitter-c",

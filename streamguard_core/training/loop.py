@@ -42,6 +42,7 @@ from streamguard_core.training.checkpoint import (
     set_rng_state,
 )
 from streamguard_core.training.collapse import CollapseDetector, CollapseError
+from streamguard_core.training.lr_finder import DEFAULT_LR
 
 log = logging.getLogger("streamguard.train")
 
@@ -95,7 +96,12 @@ class TrainConfig(BaseModel):
     )
 
 
-DEFAULT_LR = {"transformer": 2.5e-5, "gnn": 5e-4}
+def batches_per_epoch(n: int, cfg: TrainConfig) -> int:
+    """Batches one epoch runs (``max_steps_per_epoch`` counts optimizer steps)."""
+    batches = math.ceil(n / cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        batches = min(batches, cfg.max_steps_per_epoch * cfg.accumulation_steps)
+    return batches
 
 
 @dataclass
@@ -226,13 +232,14 @@ def predict(
     kind: str, model: torch.nn.Module, data: Batches, device: torch.device, batch_size: int
 ) -> np.ndarray:
     """Probability of the vulnerable class for every example, in order, shape [n]."""
+    was_training = model.training
     model.eval()
     probs = []
     for start in range(0, len(data), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data)))
         logits = forward_logits(kind, model, data.make(idx, device))
         probs.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy())
-    model.train()
+    model.train(was_training)
     return np.concatenate(probs) if probs else np.zeros(0)
 
 
@@ -314,10 +321,8 @@ def setup(
         ],
         lr=lr,
     )
-    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        batches_per_epoch = min(batches_per_epoch, cfg.max_steps_per_epoch * cfg.accumulation_steps)
-    total_steps = max(1, cfg.epochs * math.ceil(batches_per_epoch / cfg.accumulation_steps))
+    per_epoch = batches_per_epoch(len(train), cfg)
+    total_steps = max(1, cfg.epochs * math.ceil(per_epoch / cfg.accumulation_steps))
     warmup = int(cfg.warmup_ratio * total_steps)
 
     def schedule(step: int) -> float:
@@ -393,9 +398,7 @@ def fit(s: TrainState) -> dict[str, Any]:
     cfg, model = s.cfg, s.model
     model.train()
     n = len(s.train)
-    batches_per_epoch = math.ceil(n / cfg.batch_size)
-    if cfg.max_steps_per_epoch:
-        batches_per_epoch = min(batches_per_epoch, cfg.max_steps_per_epoch * cfg.accumulation_steps)
+    n_batches = batches_per_epoch(n, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     while s.epoch < cfg.epochs and s.epochs_without_gain < cfg.early_stopping_patience:
         t_epoch = time.perf_counter()
@@ -403,7 +406,7 @@ def fit(s: TrainState) -> dict[str, Any]:
         losses = s.epoch_losses  # kept in checkpoints, so a resumed epoch reports all batches
         s.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(
-            range(s.next_batch, batches_per_epoch),
+            range(s.next_batch, n_batches),
             desc=f"{s.kind} epoch {s.epoch}",
             unit="batch",
             disable=None,  # shown on a terminal, silent in logs and tests
@@ -422,7 +425,7 @@ def fit(s: TrainState) -> dict[str, Any]:
             loss = per_example.mean() / cfg.accumulation_steps
             s.scaler.scale(loss).backward()
             losses.append(float(loss.detach()) * cfg.accumulation_steps)
-            if (b + 1) % cfg.accumulation_steps and b + 1 < batches_per_epoch:
+            if (b + 1) % cfg.accumulation_steps and b + 1 < n_batches:
                 continue
             # AMP-safe clipping: unscale first, so the norm is of the true gradients
             s.scaler.unscale_(s.optimizer)

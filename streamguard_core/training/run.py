@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from streamguard_core.io import atomic_write_json
+from streamguard_core.preprocess.dataset import load_metadata
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 from streamguard_core.training.collapse import CollapseError, write_collapse_report
 from streamguard_core.training.loop import (
@@ -225,7 +226,7 @@ def auto_batch_size(
     )
     note: dict[str, Any] = {"memory_budget_mb": round(budget, 1), "requested": cfg.batch_size}
     if kind == "gnn":
-        stats = json.loads((data_dir / "preprocessing_metadata.json").read_text())["graph_stats"]
+        stats = load_metadata(data_dir)["graph_stats"]
         sizing = recommend_batch_size(
             stats["train"].get("nodes_p95", 0.0), stats["train"].get("edges_p95", 0.0), budget,
             model_cfg.hidden_dim, model_cfg.num_layers,
@@ -267,19 +268,14 @@ def _probe_transformer_batch(
 
 def _preprocess_config(data_dir: Path) -> dict[str, Any]:
     """The data set's preprocessing settings, minus what only mattered for building it."""
-    meta_path = data_dir / "preprocessing_metadata.json"
-    if not meta_path.exists():
-        return {}
-    cfg = dict(json.loads(meta_path.read_text())["config"]["preprocess"])
+    cfg = dict(load_metadata(data_dir)["config"]["preprocess"])
     for key in ("tokenizer", "workers", "quick_test"):
         cfg.pop(key, None)
     return cfg
 
 
 def _fingerprint(data_dir: Path) -> dict[str, Any]:
-    meta_path = data_dir / "preprocessing_metadata.json"
-    if not meta_path.exists():
-        return {}
-    meta = json.loads(meta_path.read_text())
+    """What identifies the training data: input file hashes and kept counts per split."""
+    meta = load_metadata(data_dir)
     return {"inputs_sha256": meta.get("inputs", {}).get("sha256"),
             "counts": meta.get("counts", {}).get("kept_per_split")}  # fmt: skip

@@ -92,7 +92,7 @@ def test_language_hint_picks_cpp_first():
 def test_error_nodes_tolerated():
     g = GraphBuilder().build("int f(int n) { int x = n +; return x; }")
     assert g.status == "ok_with_errors"
-    assert "ERROR" in _types(g) or g.error_fraction >= 0.0
+    assert "ERROR" in _types(g) and 0.0 < g.error_fraction < 0.1  # kept, not retried
     assert g.num_nodes > 10
 
 
