@@ -11,6 +11,8 @@ DEMO_DIR ?= runs/demo
 export HF_HUB_OFFLINE ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# the embedded Prefect server can take longer than the default 20 s to start on a busy laptop
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 .PHONY: setup demo test test-fast lint format bench clean
 
@@ -19,15 +21,21 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,orchestration,dev]"
+	$(PIP) install -q -e ".[torch,orchestration,aws,dev]"
 	@touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install StreamGuard with all extras
 
-demo: setup  ## the main job on the embedded synthetic data (no external data, GPU or cloud)
-	$(VENV)/bin/streamguard demo --output-dir $(DEMO_DIR)
+demo: setup  ## the main job: streamguard-pipeline on the embedded synthetic data (no data, GPU or cloud)
+	$(PY) -m flows.pipeline --preset demo --output-root $(DEMO_DIR)
 
-test: setup  ## every test that can run here (unit, slow real-data, integration)
+.PHONY: chromium
+chromium:  ## headless Chromium for the integration test's flow-run screenshot (Debian package)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
+
+test: setup chromium  ## every test that can run here (unit, slow real-data, integration)
 	$(PY) -m pytest -q
 
 test-fast: setup  ## skip slow and integration tests
@@ -45,6 +53,7 @@ format: setup
 bench: setup  ## benchmarks: one JSON line each
 	$(PY) bench/preprocess.py
 	$(PY) bench/train.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .mypy_cache

@@ -277,6 +277,7 @@ def cmd_train_baseline(args: argparse.Namespace) -> int:
 
 def cmd_train_neural(args: argparse.Namespace) -> int:
     """streamguard train gnn|transformer."""
+    from streamguard_core.data.loaders import DataError
     from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE, CollapseError
     from streamguard_core.training.loop import TrainConfig
     from streamguard_core.training.run import RunExistsError, train_neural
@@ -308,7 +309,12 @@ def cmd_train_neural(args: argparse.Namespace) -> int:
         memory_budget_mb=args.memory_budget_mb,
     )  # fmt: skip
     try:
-        results = train_neural(kind, model_cfg, cfg, args.data, args.output_dir, args.resume,
+        data_dir = _training_data(args)
+    except (DataError, ValueError) as exc:
+        print(f"streamguard: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        results = train_neural(kind, model_cfg, cfg, data_dir, args.output_dir, args.resume,
                                args.device)  # fmt: skip
     except CollapseError as exc:
         print(f"streamguard: training collapsed: {exc.event.reason}: {exc.event.detail}; "
@@ -321,6 +327,54 @@ def cmd_train_neural(args: argparse.Namespace) -> int:
         print(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc {m['roc_auc']}")
     print(f"model: {Path(args.output_dir) / 'model'}")
     return EXIT_OK
+
+
+def _training_data(args: argparse.Namespace) -> Path:
+    """The processed data set to train on: --data, or --train/--val/--test-data resolved.
+
+    Processed split directories (``DIR/train`` + ``DIR/valid``) resolve to their common parent;
+    raw files are preprocessed (explicit splits) into ``OUTPUT/data`` unless that already holds
+    the same files' processed set (a resumed run).
+    """
+    from streamguard_core.config import DataConfig, PreprocessConfig
+    from streamguard_core.data.loaders import DataError
+    from streamguard_core.preprocess.run import preprocess
+
+    split_args = {"train": args.train_data, "valid": args.val_data, "test": args.test_data}
+    if args.data:
+        if args.train_data or args.val_data or args.test_data:
+            raise ValueError("give either --data or --train-data/--val-data/--test-data, not both")
+        return Path(args.data)
+    if not (args.train_data and args.val_data):
+        raise ValueError("give --data DIR, or --train-data and --val-data (and --test-data)")
+    given = {k: Path(v) for k, v in split_args.items() if v}
+    if all((p / "records.jsonl").exists() for p in given.values()):
+        parents = {p.resolve().parent for p in given.values()}
+        if len(parents) != 1 or any(p.name != k for k, p in given.items()):
+            raise ValueError(
+                "processed splits must be DIR/train, DIR/valid (and DIR/test) of one data set"
+            )
+        return parents.pop()
+    for path in given.values():
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (expected a raw input file or DIR/<split>)")
+    out = Path(args.output_dir) / "data"
+    inputs = [f"{split}={path}" for split, path in given.items()]
+    meta_file = out / "preprocessing_metadata.json"
+    if (
+        meta_file.exists()
+        and json.loads(meta_file.read_text())["config"]["data"]["inputs"] == inputs
+    ):
+        print(f"using the processed data already in {out}")
+        return out
+    print(f"preprocessing {', '.join(inputs)} -> {out}")
+    preprocess(
+        DataConfig(inputs=inputs, split_strategy="explicit"),
+        PreprocessConfig(max_seq_len=args.max_seq_len if args.model_kind == "transformer" else 512),
+        out,
+        show_progress=True,
+    )
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -469,7 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
             "collapse_report.json and exit code 3 when the run collapses.",
             formatter_class=_Formatter,
         )
-        p.add_argument("--data", required=True, help="processed data set directory")
+        src = p.add_argument_group(
+            "data (either --data, or --train-data and --val-data)",
+            "Raw files (Devign/CodeXGLUE/Juliet/JSONL/CSV, .gz ok) are preprocessed with "
+            "their split given by the flag into OUTPUT/data first (BPE trained on the train "
+            "file, --max-seq-len tokens); processed split directories (DIR/train) are used as is.",
+        )
+        src.add_argument("--data", default=None, help="processed data set directory")
+        src.add_argument("--train-data", default=None, help="raw train file or DIR/train")
+        src.add_argument("--val-data", default=None, help="raw validation file or DIR/valid")
+        src.add_argument("--test-data", default=None, help="raw test file or DIR/test (optional)")
         p.add_argument("--output-dir", required=True)
         p.add_argument("--epochs", type=int, default=10)
         p.add_argument("--batch-size", type=int, default=32)

@@ -11,6 +11,7 @@ import copy
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,14 @@ def train_neural(
     run_dir: str | Path,
     resume_run: bool = False,
     device: str | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Train ``kind`` on ``data_dir`` (a processed data set) into ``run_dir``; returns metrics.
+
+    ``on_epoch_end`` receives each epoch's history row (progress reporting); ``should_stop`` is
+    polled after every optimizer step and, when it answers True, the loop saves 'latest' and
+    raises ``TrainingInterrupted`` (a later ``resume_run=True`` continues exactly).
 
     Raises:
         RunExistsError: ``run_dir`` holds a checkpoint and ``resume_run`` is False.
@@ -124,6 +131,7 @@ def train_neural(
         state = setup(kind, model, data_dir, paths.root, cfg, device=device, pad_id=pad_id,
                       lr=lr, lr_source=lr_source)  # fmt: skip
         state.notes.update({"lr_finder": lr_report, "auto_batch_size": batch_note})
+        state.on_epoch_end, state.should_stop = on_epoch_end, should_stop
         resumed = resume(state) if resume_run else False
         atomic_write_json(
             paths.exp_config,

@@ -1,0 +1,142 @@
+"""The quick pipeline through Prefect vs the same stages called directly, as one JSON line.
+
+Prefect: ``flows.pipeline.streamguard_pipeline`` with a preset (default ``quick``) against the
+embedded ephemeral Prefect server, started and warmed up first (a no-op flow) so its start-up
+is reported separately (``server_start_s``) and excluded from the ratio. Every task, artifact,
+event and result write of the real flow is included.
+
+Direct: the same stages through the core in the same process: ``preprocess`` ->
+``run_preflight`` -> ``train_one`` per model x seed -> ``aggregate_all`` + ``write_report``.
+
+The two paths alternate (Prefect, direct, Prefect, direct ... for --repeats rounds) with fresh
+output roots, so no cache is hit and load that drifts on a shared machine hits both alike;
+``ratio`` compares the medians (target <= 1.15). ``total_wall_s`` is the first Prefect run
+including the server start (target <= 600 s here).
+
+    python bench/pipeline.py [--preset quick] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def direct(params: dict[str, Any], root: Path) -> float:
+    """The pipeline's stages through the core only; returns seconds."""
+    from streamguard_core.config import DataConfig, PreprocessConfig
+    from streamguard_core.pipeline.aggregate import aggregate_all
+    from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+    from streamguard_core.pipeline.report import write_report
+    from streamguard_core.pipeline.runner import train_one
+    from streamguard_core.preprocess.run import preprocess
+    from streamguard_core.training.preflight import run_preflight
+
+    t0 = time.perf_counter()
+    prep = PreprocessConfig.model_validate(params.get("preprocessing", {}))
+    plan = TrainingPlan.model_validate(params.get("plan", {}))
+    criteria = SuccessCriteria.model_validate(params.get("criteria", {}))
+    data_dir = root / "data"
+    preprocess(DataConfig.model_validate(params.get("data", {})), prep, data_dir,
+               show_progress=False)  # fmt: skip
+    report = run_preflight(
+        data_dir, list(plan.models), batch_size=plan.batch_size, max_seq_len=prep.max_seq_len,
+        hidden_dims={"gnn": plan.gnn_hidden_dim, "transformer": plan.transformer_hidden_dim},
+        output=root / "preflight_report.json", num_threads=plan.num_threads, overfit_steps=100,
+    )  # fmt: skip
+    if not report["go"]:
+        raise SystemExit("preflight no-go in the direct path")
+    for model in plan.models:
+        for seed in plan.seeds:
+            train_one(model, seed, data_dir, root, plan)
+    summary = aggregate_all(root, list(plan.models), criteria, seeds=list(plan.seeds))
+    write_report(summary, root)
+    return time.perf_counter() - t0
+
+
+def through_prefect(params: dict[str, Any], root: Path) -> float:
+    """The real flow; returns seconds (the server is already up)."""
+    from flows.pipeline import streamguard_pipeline
+    from streamguard_core.config import DataConfig, PreprocessConfig
+    from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+
+    t0 = time.perf_counter()
+    state = streamguard_pipeline(
+        DataConfig.model_validate(params.get("data", {})),
+        PreprocessConfig.model_validate(params.get("preprocessing", {})),
+        TrainingPlan.model_validate(params.get("plan", {})),
+        SuccessCriteria.model_validate(params.get("criteria", {})),
+        str(root),
+        return_state=True,
+    )
+    seconds = time.perf_counter() - t0
+    if not state.is_completed():
+        raise SystemExit(f"the pipeline flow ended {state.name}: {state.message}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    os.environ.setdefault("PREFECT_HOME", str(work / "prefect_home"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect import flow
+
+    from flows.presets import load_preset
+
+    params = load_preset(args.preset)
+
+    @flow(name="bench-warmup")
+    def warmup() -> None:
+        return None
+
+    t0 = time.perf_counter()
+    warmup()  # starts the ephemeral server and loads the engine
+    server_start_s = time.perf_counter() - t0
+    prefect_s: list[float] = []
+    direct_s: list[float] = []
+    for i in range(args.repeats):
+        prefect_s.append(through_prefect(params, work / f"prefect_{i}"))
+        direct_s.append(direct(params, work / f"direct_{i}"))
+    ratio = statistics.median(prefect_s) / statistics.median(direct_s)
+    plan = params.get("plan", {})
+    print(
+        json.dumps(
+            {
+                "bench": "pipeline",
+                "preset": args.preset,
+                "runs": len(plan.get("models", [])) * len(plan.get("seeds", [])),
+                "server_start_s": round(server_start_s, 2),
+                "prefect_s": [round(s, 2) for s in prefect_s],
+                "direct_s": [round(s, 2) for s in direct_s],
+                "ratio": round(ratio, 3),
+                "target_ratio": 1.15,
+                "total_wall_s": round(server_start_s + prefect_s[0], 2),
+                "target_total_s": 600,
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

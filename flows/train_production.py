@@ -1,0 +1,103 @@
+"""``train-production``: every model x seed on a processed data set, then aggregate and report.
+
+On a local worker with several GPUs the seeds run concurrently, one GPU each; on one GPU or
+a CPU they run one after another. A collapsed or failed seed never cancels the others: its
+``run_status.json`` says why and the aggregate reports it.
+
+    python -m flows.train_production --data-dir runs/pipeline/data --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+
+from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+from streamguard_core.pipeline.runner import read_run_status, seed_dir
+from tasks.report import publish_results
+from tasks.training import aggregate_task, train_model_task
+
+Backend = Literal["local", "sagemaker"]
+
+
+def local_devices() -> list[str | None]:
+    """One slot per CUDA device (``cuda:<i>``), or a single default slot (one GPU or CPU)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
+
+
+@flow(name="train-production", log_prints=True)
+def train_production(
+    data_dir: str,
+    plan: TrainingPlan | None = None,
+    criteria: SuccessCriteria | None = None,
+    output_root: str = "runs/pipeline",
+    backend: Backend = "local",
+) -> dict[str, Any]:
+    """Train ``plan.models`` x ``plan.seeds`` on ``data_dir``; aggregate; publish the report."""
+    plan, criteria = plan or TrainingPlan(), criteria or SuccessCriteria()
+    logger = get_run_logger()
+    if backend == "sagemaker":
+        from tasks.sagemaker import run_sagemaker_jobs
+
+        run_sagemaker_jobs(data_dir, plan, output_root)
+    else:
+        jobs = [(m, s) for m in plan.models for s in plan.seeds]
+        slots = local_devices()
+        logger.info("%d runs on %d slot(s): %s", len(jobs), len(slots), slots)
+        for start in range(0, len(jobs), len(slots)):
+            wave = [
+                train_model_task.with_options(
+                    # a cached result is only trusted while the run's files are still there
+                    refresh_cache=_status(output_root, model, seed) != "completed"
+                ).submit(model, seed, data_dir, output_root, plan, device)
+                for (model, seed), device in zip(
+                    jobs[start : start + len(slots)], slots, strict=False
+                )
+            ]
+            wait(wave)
+    for model in plan.models:
+        for seed in plan.seeds:
+            status = read_run_status(seed_dir(output_root, model, seed)) or {}
+            if status.get("status") != "completed":
+                logger.warning("%s seed %d: %s (%s)", model, seed, status.get("status", "missing"),
+                               status.get("error"))  # fmt: skip
+    summary = aggregate_task(output_root, list(plan.models), list(plan.seeds), criteria)
+    publish_results(summary, criteria.min_mean_f1)
+    verdict = "PASSED" if summary["success"]["passed"] else "FAILED"
+    print(
+        f"best model {summary['best_overall_model']} (mean F1 {summary['best_overall_f1']}); "
+        f"success criteria {verdict}; report {summary['report_path']}"
+    )
+    return summary
+
+
+def _status(output_root: str, model: str, seed: int) -> str | None:
+    status = read_run_status(seed_dir(output_root, model, seed))
+    return None if status is None else status.get("status")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, help="a processed data set")
+    parser.add_argument("--output-root", default="runs/pipeline")
+    parser.add_argument("--models", default="transformer,gnn,baseline")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--quick", action="store_true", help="1 epoch of 4 steps, tiny models")
+    args = parser.parse_args()
+    from flows.presets import quick_plan
+
+    base = quick_plan() if args.quick else TrainingPlan()
+    chosen = base.model_copy(
+        update={"models": args.models.split(","), "seeds": [int(s) for s in args.seeds.split(",")]}
+    )
+    train_production(str(Path(args.data_dir)), TrainingPlan.model_validate(chosen.model_dump()),
+                     output_root=args.output_root)  # fmt: skip

@@ -1,0 +1,1 @@
+"""The production pipeline's core (no Prefect): one seed run, aggregation, report, registry."""
