@@ -19,6 +19,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.train_production import train_production
+from streamguard_core.aws.config import SageMakerConfig
 from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
 from tasks.data import preprocess_task, publish_data_summary
@@ -35,8 +36,14 @@ def streamguard_pipeline(
     output_root: str = "runs/pipeline",
     backend: Literal["local", "sagemaker"] = "local",
     run_preflight: bool = True,
+    sagemaker: SageMakerConfig | None = None,
+    aws_credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """The production pipeline; returns the overall production summary."""
+    """The production pipeline; returns the overall production summary.
+
+    With ``backend="sagemaker"`` training runs as SageMaker jobs (``sagemaker`` settings,
+    ``aws_credentials_block``); preprocessing and preflight still run on the worker.
+    """
     data, preprocessing = data or DataConfig(), preprocessing or PreprocessConfig()
     plan, criteria = plan or TrainingPlan(), criteria or SuccessCriteria()
     logger = get_run_logger()
@@ -53,7 +60,9 @@ def streamguard_pipeline(
         )  # fmt: skip
     else:
         logger.warning("preflight skipped (run_preflight=False)")
-    summary = train_production(data_dir, plan, criteria, output_root, backend)
+    summary = train_production(
+        data_dir, plan, criteria, output_root, backend, sagemaker, aws_credentials_block
+    )
     print(_headline(summary))
     return summary
 
@@ -101,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated, overrides the preset")
     parser.add_argument("--models", default=None, help="comma-separated, overrides the preset")
     parser.add_argument("--no-preflight", action="store_true", help="skip the preflight checks")
+    parser.add_argument(
+        "--backend", choices=["local", "sagemaker"], default=None,
+        help="where training runs (default: the preset's); sagemaker reads the preset's "
+        "'sagemaker' settings",
+    )  # fmt: skip
+    parser.add_argument(
+        "--aws-credentials-block", default=None, help="prefect-aws AwsCredentials block name"
+    )
     args = parser.parse_args(argv)
     params = load_preset(args.preset)
     if args.data:
@@ -116,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         plan=TrainingPlan.model_validate(plan),
         criteria=SuccessCriteria.model_validate(params.get("criteria", {})),
         output_root=args.output_root or params.get("output_root", "runs/pipeline"),
+        backend=args.backend or params.get("backend", "local"),
         run_preflight=not args.no_preflight and params.get("run_preflight", True),
+        sagemaker=SageMakerConfig.model_validate(params["sagemaker"])
+        if params.get("sagemaker")
+        else None,
+        aws_credentials_block=args.aws_credentials_block or params.get("aws_credentials_block"),
     )
     print(json.dumps({"best_overall_model": summary["best_overall_model"],
                       "best_overall_f1": summary["best_overall_f1"],

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.futures import wait
 
+from streamguard_core.aws.config import SageMakerConfig
 from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
 from streamguard_core.pipeline.runner import read_run_status, seed_dir
 from tasks.report import publish_results
@@ -32,21 +33,50 @@ def local_devices() -> list[str | None]:
     return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
 
 
-@flow(name="train-production", log_prints=True)
+def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_cancellation hook: stop this run's SageMaker jobs (listed in sagemaker_jobs.json)."""
+    import json
+
+    params = flow_run.parameters or {}
+    jobs_file = Path(params.get("output_root", "runs/pipeline")) / "sagemaker_jobs.json"
+    if params.get("backend") != "sagemaker" or not jobs_file.exists():
+        return
+    from streamguard_core.aws.jobs import stop_training_job
+    from tasks.sagemaker import boto3_session
+
+    cfg = SageMakerConfig.model_validate(params["sagemaker"])
+    sm = boto3_session(params.get("aws_credentials_block"), cfg.region).client("sagemaker")
+    for spec in json.loads(jobs_file.read_text()).values():
+        stop_training_job(sm, spec["job_name"])
+
+
+@flow(name="train-production", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
 def train_production(
     data_dir: str,
     plan: TrainingPlan | None = None,
     criteria: SuccessCriteria | None = None,
     output_root: str = "runs/pipeline",
     backend: Backend = "local",
+    sagemaker: SageMakerConfig | None = None,
+    aws_credentials_block: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``plan.models`` x ``plan.seeds`` on ``data_dir``; aggregate; publish the report."""
+    """Train ``plan.models`` x ``plan.seeds`` on ``data_dir``; aggregate; publish the report.
+
+    ``backend="sagemaker"`` runs every model x seed as a managed-spot job configured by
+    ``sagemaker`` (credentials: the ``AwsCredentials`` block named ``aws_credentials_block``, or
+    boto3's default chain).
+    """
     plan, criteria = plan or TrainingPlan(), criteria or SuccessCriteria()
     logger = get_run_logger()
     if backend == "sagemaker":
         from tasks.sagemaker import run_sagemaker_jobs
 
-        run_sagemaker_jobs(data_dir, plan, output_root)
+        if sagemaker is None:
+            raise ValueError(
+                "backend='sagemaker' needs the 'sagemaker' parameter (image_uri, role_arn, "
+                "bucket, ...): see the README's SageMaker section"
+            )
+        run_sagemaker_jobs(data_dir, plan, output_root, sagemaker, aws_credentials_block)
     else:
         jobs = [(m, s) for m in plan.models for s in plan.seeds]
         slots = local_devices()

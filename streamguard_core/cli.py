@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamguard",
         description="StreamGuard: train and run function-level vulnerability detectors for "
-        "C/C++.\n\nExit codes: 0 ok, 1 failure (bad data, missing input), 2 usage error.",
+        "C/C++.\n\nExit codes: 0 ok, 1 failure (bad data, missing input), 2 usage error, "
+        "3 training collapsed.",
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
@@ -617,9 +618,14 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
     pf.set_defaults(func=cmd_preflight)
 
+    from streamguard_core.aws.cost import add_cost_parser
+
+    add_cost_parser(sub)
+
     demo = sub.add_parser(
         "demo",
-        help="the main job on the embedded synthetic data: synthesize -> preprocess -> stats",
+        help="the data stages on the embedded synthetic data, without Prefect: synthesize -> "
+        "preprocess -> stats (the main job is `make demo`: the Prefect pipeline)",
         formatter_class=_Formatter,
     )
     demo.add_argument("--output-dir", default="runs/demo", help="where outputs go")

@@ -294,15 +294,26 @@ def _cost_lines(summary: dict[str, Any]) -> list[str]:
     costs = {m: s["cost"] for m, s in summary.get("models", {}).items() if s.get("cost")}
     if not costs:
         return []
-    lines = ["## Cost", "", "| model | cost_usd | training_time_s | billable_time_s |"]
-    lines.append("|---|---|---|---|")
+    lines = [
+        "## Cost",
+        "",
+        "| model | cost_usd | training_time_s | billable_time_s | spot savings |",
+        "|---|---|---|---|---|",
+    ]
     for model, cost in costs.items():
+        training, billable = cost["training_time_s"] or 0, cost["billable_time_s"] or 0
+        savings = f"{100 * (1 - billable / training):.1f}%" if training else "n/a"
         lines.append(
-            f"| {model} | {cost['total_usd']:.4f} | {cost['training_time_s']:.0f} | "
-            f"{cost['billable_time_s']:.0f} |"
+            f"| {model} | {cost['total_usd']:.4f} | {training:.0f} | {billable:.0f} | {savings} |"
         )
     total = sum(cost["total_usd"] for cost in costs.values())
-    return [*lines, "", f"Total: ${total:.4f}.", ""]
+    return [
+        *lines,
+        "",
+        f"Total: ${total:.4f} (billable time x the on-demand price: an upper bound for spot "
+        "jobs, whose hourly price is lower).",
+        "",
+    ]
 
 
 def write_report(summary: dict[str, Any], output_root: str | Path) -> Path:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from streamguard_core.aws.config import SageMakerConfig
 from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
 
@@ -29,11 +30,13 @@ PARAMETER_MODELS: dict[str, type[BaseModel]] = {
     "preprocessing": PreprocessConfig,
     "plan": TrainingPlan,
     "criteria": SuccessCriteria,
+    "sagemaker": SageMakerConfig,
 }
 SCALAR_PARAMETERS: dict[str, Callable[[object], bool]] = {
     "output_root": lambda v: isinstance(v, str) and bool(v),
     "backend": lambda v: v in {"local", "sagemaker"},
     "run_preflight": lambda v: isinstance(v, bool),
+    "aws_credentials_block": lambda v: isinstance(v, str) and bool(v),
 }
 
 

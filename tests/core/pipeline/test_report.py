@@ -146,7 +146,7 @@ def test_report_verdict_tables_failures_cost_and_best_model(full_run):
     assert "### transformer" in text and "### gnn" in text and "### baseline" in text
     assert "gnn seed 2 **collapsed** (epoch 0, step 12): nan_loss: loss became NaN" in text
     assert "gnn seed 3 **failed**: RuntimeError: CUDA out of memory" in text
-    assert "## Cost" in text and "Total: $1.0000." in text
+    assert "## Cost" in text and "Total: $1.0000 (billable time" in text
     assert "cost_usd |" in text  # per-seed cost column for the model that has costs
     best_dir = root / "transformer" / "seed_2"
     assert f"run directory: `{best_dir}`" in text

@@ -1,0 +1,837 @@
+"""An offline SageMaker for tests and local rehearsal: the training-job API over real HTTP.
+
+:class:`SageMakerEmulator` serves the SageMaker JSON 1.1 protocol on 127.0.0.1 for
+``CreateTrainingJob``, ``DescribeTrainingJob``, ``StopTrainingJob`` and ``ListTrainingJobs``;
+boto3 is pointed at it with ``AWS_ENDPOINT_URL_SAGEMAKER`` while S3 stays on moto's server (or
+any S3). Unlike moto, which reports every job Completed at once, it *runs* each job the way
+SageMaker does, in a background thread::
+
+    Starting -> Downloading  channels (and existing checkpoints from CheckpointConfig.S3Uri)
+                             into a fresh /opt/ml-like directory per attempt
+             -> Training     the real entrypoint as a subprocess (SM_BASE_DIR and SM_* set);
+                             <base>/checkpoints is synced to S3 while it runs and at the end
+             -> Uploading    <base>/model as <S3OutputPath>/<job>/output/model.tar.gz
+             -> Completed    TrainingTimeInSeconds, BillableTimeInSeconds (spot: a 70% saving)
+
+A non-zero exit with ``/opt/ml/output/failure`` ends Failed with that FailureReason;
+``StopTrainingJob`` SIGTERMs the process (Stopping -> Stopped); MaxRuntimeInSeconds and
+MaxWaitTimeInSeconds are enforced. A spot interruption can be injected: once the number of
+synced checkpoints reaches K, the process gets SIGTERM, the job records ``Interrupted`` and
+restarts in a fresh directory that resumes from the S3 checkpoints. Set it for every job
+(``interruptions=``, ``interrupt_after_checkpoints=``) or per job with the tags
+``streamguard:emulate-interruptions`` and ``streamguard:emulate-interrupt-after-checkpoints``.
+
+Run it by hand (``--with-moto`` also starts an S3 on 127.0.0.1)::
+
+    python -m streamguard_core.aws.emulator --port 8765 --with-moto
+
+This is a development tool: no authentication, one instance per job, File input mode only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from streamguard_core.aws.s3 import DirSync, download_prefix, parse_s3_uri
+
+log = logging.getLogger("streamguard.aws.emulator")
+
+ACCOUNT_ID = "123456789012"
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]+$")
+MAX_RUNTIME_LIMIT_S = 28 * 24 * 3600
+TAG_INTERRUPTIONS = "streamguard:emulate-interruptions"
+TAG_INTERRUPT_AFTER = "streamguard:emulate-interrupt-after-checkpoints"
+ENTRYPOINT = [sys.executable, "-m", "streamguard_core.aws.entrypoint", "train"]
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding streamguard_core/
+
+
+class ApiError(Exception):
+    """An error response: HTTP 400 with ``{"__type": code, "message": message}``."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class _JobError(Exception):
+    """Ends a job Failed with this FailureReason."""
+
+
+@dataclass
+class EmulatedJob:
+    """One training job's state, as DescribeTrainingJob reports it, plus the runner's notes."""
+
+    name: str
+    arn: str
+    request: dict[str, Any]
+    created: float
+    status: str = "InProgress"
+    secondary: str = "Starting"
+    failure_reason: str | None = None
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    start_time: float | None = None
+    end_time: float | None = None
+    last_modified: float = 0.0
+    training_time_s: float = 0.0
+    model_artifacts: str | None = None
+    interruptions_left: int = 0
+    interrupt_after: int = 2
+    exit_codes: list[int] = field(default_factory=list)  # one per attempt
+    attempt_dirs: list[Path] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: threading.Thread | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def spot(self) -> bool:
+        return bool(self.request.get("EnableManagedSpotTraining"))
+
+    def transition(self, secondary: str, message: str, status: str | None = None) -> None:
+        """Record a secondary-status transition (closing the previous one)."""
+        now = time.time()
+        with self.lock:
+            if self.transitions and "EndTime" not in self.transitions[-1]:
+                self.transitions[-1]["EndTime"] = now
+            self.transitions.append(
+                {"Status": secondary, "StartTime": now, "StatusMessage": message}
+            )
+            self.secondary = secondary
+            if status is not None:
+                self.status = status
+            self.last_modified = now
+        log.info("job %s: %s - %s", self.name, secondary, message)
+
+    def describe(self, spot_savings: float) -> dict[str, Any]:
+        """The DescribeTrainingJob response."""
+        r = self.request
+        with self.lock:
+            out: dict[str, Any] = {
+                "TrainingJobName": self.name,
+                "TrainingJobArn": self.arn,
+                "TrainingJobStatus": self.status,
+                "SecondaryStatus": self.secondary,
+                "HyperParameters": r.get("HyperParameters", {}),
+                "AlgorithmSpecification": r["AlgorithmSpecification"],
+                "RoleArn": r["RoleArn"],
+                "InputDataConfig": r.get("InputDataConfig", []),
+                "OutputDataConfig": r["OutputDataConfig"],
+                "ResourceConfig": r["ResourceConfig"],
+                "StoppingCondition": r["StoppingCondition"],
+                "CreationTime": self.created,
+                "LastModifiedTime": self.last_modified or self.created,
+                "SecondaryStatusTransitions": [dict(t) for t in self.transitions],
+                "EnableManagedSpotTraining": self.spot,
+                "ModelArtifacts": {"S3ModelArtifacts": self.model_artifacts or ""},
+            }
+            if "CheckpointConfig" in r:
+                out["CheckpointConfig"] = r["CheckpointConfig"]
+            if r.get("Environment"):
+                out["Environment"] = r["Environment"]
+            if self.failure_reason:
+                out["FailureReason"] = self.failure_reason
+            if self.start_time is not None:
+                out["TrainingStartTime"] = self.start_time
+            if self.end_time is not None:
+                out["TrainingEndTime"] = self.end_time
+                training = max(1, math.ceil(self.training_time_s))
+                billable = training
+                if self.spot:
+                    billable = max(1, math.ceil(training * (1.0 - spot_savings)))
+                out["TrainingTimeInSeconds"] = training
+                out["BillableTimeInSeconds"] = billable
+            return out
+
+    def summary(self) -> dict[str, Any]:
+        """One ListTrainingJobs entry."""
+        with self.lock:
+            out = {
+                "TrainingJobName": self.name,
+                "TrainingJobArn": self.arn,
+                "CreationTime": self.created,
+                "TrainingJobStatus": self.status,
+                "SecondaryStatus": self.secondary,
+                "LastModifiedTime": self.last_modified or self.created,
+            }
+            if self.end_time is not None:
+                out["TrainingEndTime"] = self.end_time
+            return out
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ApiError("ValidationException", message)
+
+
+def validate_create_request(body: dict[str, Any]) -> None:
+    """Check a CreateTrainingJob request the way SageMaker does for the fields used here.
+
+    Raises:
+        ApiError: ValidationException naming the problem.
+    """
+    name = body.get("TrainingJobName") or ""
+    _require(
+        bool(JOB_NAME.match(name)),
+        f"1 validation error detected: Value '{name}' at 'trainingJobName' failed to "
+        "satisfy constraint: Member must satisfy regular expression pattern: "
+        "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+    )
+    algo = body.get("AlgorithmSpecification") or {}
+    _require(
+        bool(algo.get("TrainingImage")),
+        "AlgorithmSpecification.TrainingImage is required (algorithms are not emulated)",
+    )
+    _require(
+        algo.get("TrainingInputMode", "File") == "File",
+        "the emulator supports TrainingInputMode 'File' only",
+    )
+    _require(
+        bool(ROLE_ARN.match(body.get("RoleArn") or "")),
+        f"1 validation error detected: Value '{body.get('RoleArn')}' at 'roleArn' failed "
+        "to satisfy constraint: Member must satisfy regular expression pattern: "
+        "^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$",
+    )
+    output = (body.get("OutputDataConfig") or {}).get("S3OutputPath") or ""
+    _require(output.startswith("s3://"), f"OutputDataConfig.S3OutputPath {output!r} is not s3://")
+    resources = body.get("ResourceConfig") or {}
+    _require(bool(resources.get("InstanceType")), "ResourceConfig.InstanceType is required")
+    _require(int(resources.get("InstanceCount", 0)) >= 1, "ResourceConfig.InstanceCount >= 1")
+    _require(
+        int(resources.get("InstanceCount", 1)) == 1,
+        "the emulator runs single-instance jobs only (InstanceCount 1)",
+    )
+    _require(int(resources.get("VolumeSizeInGB", 0)) >= 1, "ResourceConfig.VolumeSizeInGB >= 1")
+    stopping = body.get("StoppingCondition") or {}
+    runtime = stopping.get("MaxRuntimeInSeconds")
+    _require(
+        runtime is not None and 1 <= int(runtime) <= MAX_RUNTIME_LIMIT_S,
+        f"StoppingCondition.MaxRuntimeInSeconds must be 1..{MAX_RUNTIME_LIMIT_S}",
+    )
+    wait = stopping.get("MaxWaitTimeInSeconds")
+    if body.get("EnableManagedSpotTraining"):
+        _require(
+            wait is not None and int(wait) >= int(runtime or 0),
+            "Invalid MaxWaitTimeInSeconds. It must be present and be greater than or equal "
+            "to MaxRuntimeInSeconds",
+        )
+    else:
+        _require(
+            wait is None,
+            "MaxWaitTimeInSeconds can only be set when EnableManagedSpotTraining is true",
+        )
+    channels = body.get("InputDataConfig") or []
+    names = [c.get("ChannelName", "") for c in channels]
+    _require(len(set(names)) == len(names), "InputDataConfig channel names must be unique")
+    for channel in channels:
+        _require(
+            bool(CHANNEL_NAME.match(channel.get("ChannelName", ""))),
+            f"invalid channel name {channel.get('ChannelName')!r}",
+        )
+        uri = ((channel.get("DataSource") or {}).get("S3DataSource") or {}).get("S3Uri", "")
+        _require(
+            uri.startswith("s3://"),
+            f"channel {channel.get('ChannelName')}: S3Uri {uri!r} is not s3://",
+        )
+    checkpoint = body.get("CheckpointConfig")
+    if checkpoint is not None:
+        _require(
+            str(checkpoint.get("S3Uri", "")).startswith("s3://"),
+            "CheckpointConfig.S3Uri must be an s3:// URI",
+        )
+    hps = body.get("HyperParameters") or {}
+    _require(len(hps) <= 100, "at most 100 hyperparameters")
+    for key, value in hps.items():
+        _require(
+            isinstance(value, str) and len(value) <= 2500 and len(key) <= 256,
+            f"hyperparameter {key!r}: values are strings of at most 2500 characters",
+        )
+
+
+def _tag(request: dict[str, Any], key: str) -> str | None:
+    for tag in request.get("Tags") or []:
+        if tag.get("Key") == key:
+            return str(tag.get("Value"))
+    return None
+
+
+class SageMakerEmulator:
+    """SageMaker's training-job API on 127.0.0.1, running jobs with the real entrypoint.
+
+    Args:
+        work_root: where each job's attempt directories and logs go (default: a temp dir,
+            removed by :meth:`stop`).
+        port: 0 picks a free port (see :attr:`url`).
+        s3_endpoint_url: S3 for channels, checkpoints and models (default: boto3's own
+            ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` handling).
+        interruptions: spot interruptions injected into every spot job (tags override).
+        interrupt_after_checkpoints: synced checkpoints before each injected interruption.
+        spot_savings: share of the training time not billed for spot jobs.
+        sync_interval_s: the longest gap between checkpoint syncs while training.
+        stop_grace_s: seconds between SIGTERM and SIGKILL.
+        command: the training command (default: the StreamGuard entrypoint).
+        num_gpus: SM_NUM_GPUS the container sees (0: it trains on the CPU).
+
+    Spot interruptions need a CheckpointConfig (they are counted in synced checkpoints).
+    """
+
+    def __init__(
+        self,
+        work_root: str | Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        s3_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        interruptions: int = 0,
+        interrupt_after_checkpoints: int = 2,
+        spot_savings: float = 0.7,
+        sync_interval_s: float = 0.5,
+        poll_interval_s: float = 0.05,
+        stop_grace_s: float = 60.0,
+        command: list[str] | None = None,
+        num_gpus: int = 0,
+    ) -> None:
+        import boto3
+
+        self._own_root = work_root is None
+        self.work_root = Path(work_root or tempfile.mkdtemp(prefix="sagemaker-emulator-"))
+        self.host, self.port, self.region = host, port, region
+        self.interruptions, self.interrupt_after = interruptions, interrupt_after_checkpoints
+        self.spot_savings, self.sync_interval_s = spot_savings, sync_interval_s
+        self.poll_interval_s, self.stop_grace_s = poll_interval_s, stop_grace_s
+        self.command = list(command or ENTRYPOINT)
+        self.num_gpus = num_gpus
+        self.s3 = boto3.session.Session(region_name=region).client(
+            "s3", endpoint_url=s3_endpoint_url
+        )
+        self.jobs: dict[str, EmulatedJob] = {}
+        self._jobs_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    # ------------------------------------------------------------------ server
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (valid after :meth:`start`)."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> SageMakerEmulator:
+        """Bind and serve in a background thread."""
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b"{}"
+                target = self.headers.get("X-Amz-Target", "")
+                status, payload = emulator.handle(target, raw)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._serve_thread = threading.Thread(
+            target=self._server.serve_forever, name="sagemaker-emulator", daemon=True
+        )
+        self._serve_thread.start()
+        log.info("SageMaker emulator on %s (work root %s)", self.url, self.work_root)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, kill running jobs, and remove a work root this emulator created."""
+        import shutil
+
+        self._closing.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        with self._jobs_lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            job.stop_event.set()
+            proc = job.process
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join(timeout=30)
+        if self._own_root:
+            shutil.rmtree(self.work_root, ignore_errors=True)
+
+    def __enter__(self) -> SageMakerEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def handle(self, target: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Dispatch one JSON 1.1 request; returns (HTTP status, response body)."""
+        operations: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "SageMaker.CreateTrainingJob": self.create_training_job,
+            "SageMaker.DescribeTrainingJob": self.describe_training_job,
+            "SageMaker.StopTrainingJob": self.stop_training_job,
+            "SageMaker.ListTrainingJobs": self.list_training_jobs,
+        }
+        try:
+            operation = operations.get(target)
+            if operation is None:
+                raise ApiError(
+                    "UnknownOperationException", f"{target or 'no X-Amz-Target'} is not emulated"
+                )
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError as exc:
+                raise ApiError(
+                    "SerializationException", f"request body is not JSON: {exc}"
+                ) from exc
+            return 200, operation(body)
+        except ApiError as exc:
+            return exc.status, {"__type": exc.code, "message": exc.message}
+        except Exception as exc:  # a bug here must show as a server error, not a hang
+            log.exception("emulator error on %s", target)
+            return 500, {"__type": "InternalFailure", "message": str(exc)}
+
+    # ------------------------------------------------------------------ API
+
+    def create_training_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        validate_create_request(body)
+        name = body["TrainingJobName"]
+        arn = f"arn:aws:sagemaker:{self.region}:{ACCOUNT_ID}:training-job/{name.lower()}"
+        with self._jobs_lock:
+            if name in self.jobs:
+                raise ApiError(
+                    "ResourceInUse",
+                    f"Training job names must be unique within an AWS account and "
+                    f"region, and a training job with this name already exists "
+                    f"({self.jobs[name].arn})",
+                )
+            job = EmulatedJob(name=name, arn=arn, request=body, created=time.time())
+            job.interruptions_left = int(_tag(body, TAG_INTERRUPTIONS) or self.interruptions)
+            job.interrupt_after = int(_tag(body, TAG_INTERRUPT_AFTER) or self.interrupt_after)
+            if not job.spot:
+                job.interruptions_left = 0  # on-demand capacity is not reclaimed
+            self.jobs[name] = job
+        job.transition("Starting", "Launching requested ML instances")
+        job.thread = threading.Thread(
+            target=self._run, args=(job,), name=f"job-{name}", daemon=True
+        )
+        job.thread.start()
+        return {"TrainingJobArn": arn}
+
+    def _job(self, body: dict[str, Any], missing_code: str) -> EmulatedJob:
+        name = body.get("TrainingJobName", "")
+        with self._jobs_lock:
+            job = self.jobs.get(name)
+        if job is None:
+            raise ApiError(missing_code, "Requested resource not found.")
+        return job
+
+    def describe_training_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        # like SageMaker: an unknown name is a ValidationException, not ResourceNotFound
+        return self._job(body, "ValidationException").describe(self.spot_savings)
+
+    def stop_training_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._job(body, "ResourceNotFound")
+        with job.lock:
+            status = job.status
+        if status in ("Completed", "Failed", "Stopped"):
+            raise ApiError(
+                "ValidationException",
+                f"The request was rejected because the training job is in status {status}.",
+            )
+        if status != "Stopping":
+            job.transition("Stopping", "Stopping the training job", status="Stopping")
+            job.stop_event.set()
+        return {}
+
+    def list_training_jobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._jobs_lock:
+            jobs = list(self.jobs.values())
+        summaries = [j.summary() for j in jobs]
+        if body.get("NameContains"):
+            summaries = [s for s in summaries if body["NameContains"] in s["TrainingJobName"]]
+        if body.get("StatusEquals"):
+            summaries = [s for s in summaries if s["TrainingJobStatus"] == body["StatusEquals"]]
+        if body.get("CreationTimeAfter") is not None:
+            summaries = [s for s in summaries if s["CreationTime"] > body["CreationTimeAfter"]]
+        if body.get("CreationTimeBefore") is not None:
+            summaries = [s for s in summaries if s["CreationTime"] < body["CreationTimeBefore"]]
+        sort_key = {"Name": "TrainingJobName", "Status": "TrainingJobStatus"}.get(
+            body.get("SortBy", "CreationTime"), "CreationTime"
+        )
+        summaries.sort(key=lambda s: s[sort_key], reverse=body.get("SortOrder") == "Descending")
+        start = int(body.get("NextToken") or 0)
+        size = int(body.get("MaxResults") or 10)
+        _require(1 <= size <= 100, "MaxResults must be 1..100")
+        out: dict[str, Any] = {"TrainingJobSummaries": summaries[start : start + size]}
+        if start + size < len(summaries):
+            out["NextToken"] = str(start + size)
+        return out
+
+    def job_log(self, name: str) -> str:
+        """The container output of every attempt of a job (CloudWatch's stand-in)."""
+        job = self.jobs[name]
+        parts = []
+        for i, attempt in enumerate(job.attempt_dirs, 1):
+            logfile = attempt.with_suffix(".log")
+            text = logfile.read_text(errors="replace") if logfile.exists() else ""
+            parts.append(f"----- attempt {i} ({attempt}) -----\n{text}")
+        return "\n".join(parts)
+
+    # ------------------------------------------------------------------ the job runner
+
+    def _run(self, job: EmulatedJob) -> None:
+        try:
+            self._run_attempts(job)
+        except _JobError as exc:
+            self._fail(job, str(exc))
+        except Exception as exc:
+            log.exception("job %s: emulator error", job.name)
+            self._fail(job, f"InternalServerError: {type(exc).__name__}: {exc}")
+
+    def _fail(self, job: EmulatedJob, reason: str) -> None:
+        with job.lock:
+            job.failure_reason = reason[:1024]
+            job.end_time = time.time()
+        job.transition("Failed", "Training job failed", status="Failed")
+
+    def _stopped(self, job: EmulatedJob, secondary: str, base: Path | None) -> None:
+        if base is not None and any((base / "model").glob("*")):
+            self._upload_model(job, base)
+        with job.lock:
+            job.end_time = time.time()
+        messages = {
+            "MaxRuntimeExceeded": "Training job reached the maximum runtime and was stopped",
+            "MaxWaitTimeExceeded": "Training job reached the maximum wait time and was stopped",
+        }
+        job.transition(secondary, messages.get(secondary, "Training job stopped"), status="Stopped")
+
+    def _limit_reached(self, job: EmulatedJob, attempt_started: float | None) -> str | None:
+        stopping = job.request["StoppingCondition"]
+        trained = job.training_time_s + (
+            time.monotonic() - attempt_started if attempt_started is not None else 0.0
+        )
+        if trained > float(stopping["MaxRuntimeInSeconds"]):
+            return "MaxRuntimeExceeded"
+        wait = stopping.get("MaxWaitTimeInSeconds")
+        if wait is not None and time.time() - job.created > float(wait):
+            return "MaxWaitTimeExceeded"
+        return None
+
+    def _run_attempts(self, job: EmulatedJob) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            if attempt > 1:
+                job.transition("Starting", "Restarting the training job after a spot interruption")
+            if job.stop_event.is_set():
+                return self._stopped(job, "Stopped", None)
+            base = self.work_root / job.name / f"attempt-{attempt}"
+            job.attempt_dirs.append(base)
+            job.transition("Downloading", "Downloading input data")
+            started = time.monotonic()
+            with job.lock:
+                job.start_time = job.start_time or time.time()
+            sync = self._prepare(job, base)
+            if job.stop_event.is_set():
+                job.training_time_s += time.monotonic() - started
+                return self._stopped(job, "Stopped", None)
+            job.transition("Training", "Training image download completed. Training in progress.")
+            outcome, code = self._train(job, base, sync, started)
+            job.exit_codes.append(code)
+            if outcome == "interrupted":
+                job.training_time_s += time.monotonic() - started
+                job.transition(
+                    "Interrupted",
+                    "The training job was interrupted: spot capacity was reclaimed (emulated)",
+                )
+                continue
+            if outcome in ("Stopped", "MaxRuntimeExceeded", "MaxWaitTimeExceeded"):
+                job.training_time_s += time.monotonic() - started
+                return self._stopped(job, outcome, base)
+            if outcome == "failed":
+                job.training_time_s += time.monotonic() - started
+                failure = base / "output" / "failure"
+                detail = (
+                    failure.read_text(errors="replace").strip()
+                    if failure.exists()
+                    else f"the training process exited with code {code} and wrote no "
+                    "/opt/ml/output/failure; see the job log"
+                )
+                with job.lock:
+                    job.end_time = time.time()
+                raise _JobError(f"AlgorithmError: {detail}")
+            job.transition("Uploading", "Uploading generated training model")
+            self._upload_model(job, base)
+            job.training_time_s += time.monotonic() - started
+            with job.lock:
+                job.end_time = time.time()
+            job.transition("Completed", "Training job completed", status="Completed")
+            return None
+
+    def _prepare(self, job: EmulatedJob, base: Path) -> DirSync | None:
+        """The /opt/ml layout: config files, channels and checkpoints from S3."""
+        request = job.request
+        for sub in ("input/config", "input/data", "model", "output/data", "checkpoints"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        config = base / "input" / "config"
+        (config / "hyperparameters.json").write_text(
+            json.dumps(request.get("HyperParameters") or {})
+        )
+        (config / "resourceconfig.json").write_text(
+            json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]})
+        )
+        channels = request.get("InputDataConfig") or []
+        (config / "inputdataconfig.json").write_text(
+            json.dumps(
+                {
+                    c["ChannelName"]: {
+                        "TrainingInputMode": "File",
+                        "S3DistributionType": "FullyReplicated",
+                    }
+                    for c in channels
+                }
+            )
+        )
+        for channel in channels:
+            uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
+            files = download_prefix(self.s3, uri, base / "input" / "data" / channel["ChannelName"])
+            if not files:
+                bucket, _ = parse_s3_uri(uri)
+                raise _JobError(
+                    f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data '
+                    f"source. Please ensure that the bucket exists in the selected region "
+                    f"({self.region}), that objects exist under that S3 prefix, and that the "
+                    f'role "{request["RoleArn"]}" has "s3:ListBucket" permissions on bucket '
+                    f'"{bucket}".'
+                )
+        checkpoint = request.get("CheckpointConfig")
+        if checkpoint is None:
+            return None
+        restored = download_prefix(self.s3, checkpoint["S3Uri"], base / "checkpoints")
+        if restored:
+            log.info("job %s: restored %d checkpoint files", job.name, len(restored))
+        sync = DirSync(base / "checkpoints", checkpoint["S3Uri"])
+        sync.mark_current()  # what came from S3 need not go back
+        return sync
+
+    def _environment(self, job: EmulatedJob, base: Path) -> dict[str, str]:
+        # the container sees no AWS credentials or endpoints: SageMaker moves the data
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        channels = [c["ChannelName"] for c in job.request.get("InputDataConfig") or []]
+        env.update(
+            {
+                "SM_BASE_DIR": str(base),
+                "SM_MODEL_DIR": str(base / "model"),
+                "SM_OUTPUT_DATA_DIR": str(base / "output" / "data"),
+                "SM_CHANNELS": json.dumps(channels),
+                "SM_NUM_GPUS": str(self.num_gpus),
+                "SM_CURRENT_HOST": "algo-1",
+                "SM_HOSTS": json.dumps(["algo-1"]),
+                "SM_HPS": json.dumps(job.request.get("HyperParameters") or {}),
+                "TRAINING_JOB_NAME": job.name,
+                "TRAINING_JOB_ARN": job.arn,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+                ),
+            }
+        )
+        for name in channels:
+            env[f"SM_CHANNEL_{name.upper()}"] = str(base / "input" / "data" / name)
+        env.update(job.request.get("Environment") or {})
+        return env
+
+    def _train(
+        self, job: EmulatedJob, base: Path, sync: DirSync | None, started: float
+    ) -> tuple[str, int]:
+        """Run the entrypoint until it exits; returns (outcome, exit code).
+
+        Outcomes: completed, failed, interrupted, Stopped, MaxRuntimeExceeded,
+        MaxWaitTimeExceeded.
+        """
+        logfile = base.with_suffix(".log")
+        synced_checkpoints = 0
+        reason: str | None = None  # why we sent SIGTERM
+        term_sent_at: float | None = None
+        last_sync = time.monotonic()
+        with open(logfile, "wb") as out:
+            proc = subprocess.Popen(
+                self.command,
+                cwd=base,
+                env=self._environment(job, base),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+            job.process = proc
+            try:
+                while proc.poll() is None:
+                    if reason is None:
+                        if job.stop_event.is_set():
+                            reason = "Stopped"
+                        else:
+                            reason = self._limit_reached(job, started)
+                        if reason is not None:
+                            proc.send_signal(signal.SIGTERM)
+                            term_sent_at = time.monotonic()
+                    if sync is not None and time.monotonic() - last_sync >= self.sync_interval_s:
+                        try:
+                            uploaded = sync.sync(self.s3)
+                        except Exception as exc:  # the next round retries
+                            log.warning("job %s: checkpoint sync failed: %s", job.name, exc)
+                            uploaded = []
+                        last_sync = time.monotonic()
+                        if any(Path(p).name == "meta.json" for p in uploaded):
+                            synced_checkpoints += 1
+                        if (
+                            reason is None
+                            and job.interruptions_left > 0
+                            and synced_checkpoints >= job.interrupt_after
+                        ):
+                            job.interruptions_left -= 1
+                            reason = "interrupted"
+                            proc.send_signal(signal.SIGTERM)
+                            term_sent_at = time.monotonic()
+                    if term_sent_at is not None and (
+                        time.monotonic() - term_sent_at > self.stop_grace_s
+                    ):
+                        proc.kill()
+                    time.sleep(self.poll_interval_s)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                code = proc.wait()
+                job.process = None
+        if sync is not None:
+            sync.sync(self.s3)  # what SageMaker uploads after the container exits
+        if reason is not None:
+            return reason, code
+        return ("completed" if code == 0 else "failed"), code
+
+    def _upload_model(self, job: EmulatedJob, base: Path) -> None:
+        """``<base>/model`` -> ``<S3OutputPath>/<job>/output/model.tar.gz`` (and output data)."""
+        bucket, prefix = parse_s3_uri(job.request["OutputDataConfig"]["S3OutputPath"])
+        key_base = "/".join(p for p in (prefix.strip("/"), job.name, "output") if p)
+        for source, name in (
+            (base / "model", "model.tar.gz"),
+            (base / "output" / "data", "output.tar.gz"),
+        ):
+            if name == "output.tar.gz" and not any(source.glob("*")):
+                continue
+            archive = base.parent / f"{base.name}-{name}"
+            with tarfile.open(archive, "w:gz") as tar:
+                for entry in sorted(source.iterdir()) if source.is_dir() else []:
+                    tar.add(entry, arcname=entry.name)
+            self.s3.upload_file(str(archive), bucket, f"{key_base}/{name}")
+            if name == "model.tar.gz":
+                with job.lock:
+                    job.model_artifacts = f"s3://{bucket}/{key_base}/{name}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streamguard_core.aws.emulator``: serve until interrupted."""
+    parser = argparse.ArgumentParser(
+        prog="python -m streamguard_core.aws.emulator",
+        description="An offline SageMaker training-job API on 127.0.0.1 that runs the real "
+        "StreamGuard entrypoint.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="0 = a free port")
+    parser.add_argument("--work-root", default=None, help="job directories (default: temp)")
+    parser.add_argument("--s3-endpoint-url", default=None, help="S3 endpoint (default: boto3's)")
+    parser.add_argument(
+        "--with-moto",
+        action="store_true",
+        help="also start moto's S3 server on a free 127.0.0.1 port",
+    )
+    parser.add_argument("--interruptions", type=int, default=0, help="spot interruptions per job")
+    parser.add_argument("--interrupt-after-checkpoints", type=int, default=2)
+    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument(
+        "--create-bucket",
+        default=None,
+        metavar="NAME",
+        help="create this S3 bucket first (e.g. in the --with-moto S3)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    moto_server = None
+    s3_url = args.s3_endpoint_url
+    if args.with_moto:
+        import socket
+
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            moto_port = sock.getsockname()[1]
+        moto_server = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+        moto_server.start()
+        s3_url = f"http://127.0.0.1:{moto_port}"
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    emulator = SageMakerEmulator(
+        work_root=args.work_root,
+        port=args.port,
+        s3_endpoint_url=s3_url,
+        region=args.region,
+        interruptions=args.interruptions,
+        interrupt_after_checkpoints=args.interrupt_after_checkpoints,
+    ).start()
+    if args.create_bucket:
+        emulator.s3.create_bucket(Bucket=args.create_bucket)
+    print(f"export AWS_ENDPOINT_URL_SAGEMAKER={emulator.url}")
+    if s3_url:
+        print(f"export AWS_ENDPOINT_URL={s3_url}")
+    print("# serving; Ctrl-C stops", flush=True)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` cleans up like Ctrl-C
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+        if moto_server is not None:
+            moto_server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
