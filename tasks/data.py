@@ -10,9 +10,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.preprocess.run import preprocess
+from tasks.caching import PREPROCESS_CACHE
 
 
-@task(name="preprocess", task_run_name="preprocess -> {output_dir}")
+@task(
+    name="preprocess",
+    task_run_name="preprocess -> {output_dir}",
+    cache_policy=PREPROCESS_CACHE,
+    persist_result=True,
+)
 def preprocess_task(
     data: DataConfig, preprocessing: PreprocessConfig, output_dir: str
 ) -> dict[str, Any]:

@@ -21,22 +21,22 @@ def emit(event: str, payload: dict[str, Any]) -> None:
     """Emit ``event`` for the current flow run (no-op outside one, e.g. in ``.fn()`` tests)."""
     ctx = FlowRunContext.get()
     run = ctx.flow_run if ctx else None
-    run_id = str(run.id) if run else "local"
-    related = []
-    if run is not None:
-        related.append(
-            {
-                "prefect.resource.id": f"prefect.flow-run.{run.id}",
-                "prefect.resource.role": "flow-run",
-                "prefect.resource.name": run.name,
-            }
-        )
+    if run is None:
+        return
+    run_id = str(run.id)
+    related = [
+        {
+            "prefect.resource.id": f"prefect.flow-run.{run.id}",
+            "prefect.resource.role": "flow-run",
+            "prefect.resource.name": run.name,
+        }
+    ]
     emit_event(
         event=event,
         resource={
             "prefect.resource.id": f"streamguard.run.{run_id}",
-            "prefect.resource.name": run.name if run else "streamguard",
+            "prefect.resource.name": run.name,
         },
         related=related,
-        payload={"flow_run_name": run.name if run else None, **payload},
+        payload={"flow_run_name": run.name, **payload},
     )

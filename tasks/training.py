@@ -6,16 +6,26 @@ Training is compute (no retries) and cached on the data's content plus the run s
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.exceptions import MissingContextError
 
 from streamguard_core.pipeline.config import ModelKind, SuccessCriteria, TrainingPlan
 from streamguard_core.pipeline.runner import train_one
 from tasks.caching import TRAINING_CACHE
 from tasks.events import PREFLIGHT_FAILED, TRAINING_COLLAPSED, emit
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The task run's logger; a plain one when the body runs outside Prefect (``.fn()``)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("streamguard.tasks")
 
 
 class PreflightNoGo(RuntimeError):
@@ -42,7 +52,7 @@ def preflight_task(
     """
     from streamguard_core.training.preflight import run_preflight
 
-    logger = get_run_logger()
+    logger = _logger()
     report = run_preflight(
         data_dir,
         models,
@@ -83,7 +93,7 @@ def train_model_task(
         SeedRunFailed: the run collapsed or failed (after writing run_status.json; the flow
             goes on with the other seeds and the aggregate reports this one).
     """
-    logger = get_run_logger()
+    logger = _logger()
     progress_id = None
     if model != "baseline":
         progress_id = create_progress_artifact(

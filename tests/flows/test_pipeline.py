@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,46 @@ def test_monthly_retrain_promotes_only_a_better_model(prefect_harness, tmp_path)
     assert reg.versions() == [first["version"], second["version"]]
     assert reg.production()["version"] == first["version"]
     assert len(reg.history()) == 1
+
+
+def test_task_bodies_run_without_prefect(tmp_path):
+    """The thin tasks' bodies (``.fn``) call the core directly: no server, no run context."""
+    from tasks.training import PreflightNoGo, aggregate_task, preflight_task
+
+    with pytest.raises(PreflightNoGo, match="no such directory"):
+        preflight_task.fn(str(tmp_path / "missing"), ["baseline"], TrainingPlan(**TINY), 128,
+                          str(tmp_path / "preflight.json"))  # fmt: skip
+    assert json.loads((tmp_path / "preflight.json").read_text())["go"] is False
+    summary = aggregate_task.fn(str(tmp_path / "empty"), ["gnn"], [42], SuccessCriteria())
+    assert summary["best_overall_model"] is None
+    assert summary["models"]["gnn"]["n_failed"] == 1
+    assert summary["success"]["passed"] is False
+    assert Path(summary["report_path"]).exists()
+
+
+def test_preprocessing_is_cached_on_input_content(prefect_harness, tmp_path):
+    from prefect import flow
+
+    from tasks.data import preprocess_task
+
+    raw = tmp_path / "funcs.jsonl"
+    rows = [
+        {"func": "int f(int x) { " + "x = x + 1; " * (i + 1) + "return x; }", "target": i % 2}
+        for i in range(40)
+    ]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = DataConfig(inputs=[str(raw)])
+    out = str(tmp_path / "processed")
+
+    @flow
+    def twice() -> list[str]:
+        first = preprocess_task(data, PREP, out, return_state=True)
+        second = preprocess_task(data, PREP, out, return_state=True)
+        raw.write_text(raw.read_text() + json.dumps({"func": "int g(void) { return 0; }",
+                                                      "target": 1}) + "\n")  # fmt: skip
+        third = preprocess_task(data, PREP, out, return_state=True)
+        return [first.name, second.name, third.name, third.result()["counts"]["read"]]
+
+    first, second, third, read = twice()
+    assert (first, second, third) == ("Completed", "Cached", "Completed")  # same path, new bytes
+    assert read == 41
