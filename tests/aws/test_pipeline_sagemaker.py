@@ -97,3 +97,52 @@ def test_sagemaker_backend_without_settings_is_a_clear_error(prefect_harness, pr
     assert state.is_failed()
     with pytest.raises(ValueError, match="needs the 'sagemaker' parameter"):
         state.result()
+
+
+@pytest.mark.integration
+def test_cancelling_the_flow_run_stops_its_sagemaker_job(
+    prefect_harness, sagemaker_endpoints, emulator, processed, tmp_path
+):
+    import threading
+    import time
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+    from prefect.states import Cancelling
+
+    from flows.train_production import train_production
+
+    name = f"cancel-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out"
+    long_plan = PLAN.model_copy(update={"models": ["gnn"], "epochs": 200,
+                                        "max_steps_per_epoch": None})  # fmt: skip
+    result: dict = {}
+
+    def run() -> None:
+        flow = train_production.with_options(flow_run_name=name)
+        result["state"] = flow(
+            str(processed), long_plan, SuccessCriteria(), str(out), backend="sagemaker",
+            sagemaker=_config(), return_state=True,
+        )  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 120
+    job = None
+    while time.monotonic() < deadline and job is None:
+        job = next((j for j in list(emulator.jobs.values()) if j.secondary == "Training"
+                    and j.name.endswith("gnn-s42") and j.exit_codes == []
+                    and (out / "sagemaker_jobs.json").exists()), None)  # fmt: skip
+        time.sleep(0.2)
+    assert job is not None, "the job never started"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+        )[0]
+        client.set_flow_run_state(run.id, Cancelling(), force=True)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    status = json.loads((out / "gnn" / "seed_42" / "run_status.json").read_text())
+    assert status["status"] == "failed" and "stopped" in status["error"]
+    assert emulator.jobs[status["job_name"]].status == "Stopped"
