@@ -23,7 +23,6 @@ from streamguard_core.aws.config import SageMakerConfig
 from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
 from tasks.data import preprocess_task, publish_data_summary
-from tasks.events import PIPELINE_COMPLETED  # noqa: F401  (re-exported for readers)
 from tasks.training import preflight_task
 
 

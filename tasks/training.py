@@ -28,6 +28,10 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("streamguard.tasks")
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 class PreflightNoGo(RuntimeError):
     """Preflight said no-go: the pipeline stops before any training."""
 
@@ -104,9 +108,9 @@ def train_model_task(
 
     def on_epoch_end(row: dict[str, Any]) -> None:
         logger.info(
-            "%s seed %d epoch %d: train loss %s, valid F1 %.4f, ROC-AUC %s (%.1f s)",
-            model, seed, row["epoch"], row["train_loss"], row["valid_f1"],
-            row["valid_roc_auc"], row["seconds"],
+            "%s seed %d epoch %d/%d: train loss %s, valid F1 %.4f, ROC-AUC %s (%.1f s)",
+            model, seed, row["epoch"] + 1, row["epochs"], _fmt(row["train_loss"]),
+            row["valid_f1"], _fmt(row["valid_roc_auc"]), row["seconds"],
         )  # fmt: skip
         if progress_id is not None:
             update_progress_artifact(
