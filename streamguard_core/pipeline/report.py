@@ -240,7 +240,7 @@ def _model_lines(model: str, model_summary: dict[str, Any]) -> list[str]:
         "",
         f"Seeds: {model_summary['n_seeds']} (completed {model_summary['n_completed']}, "
         f"collapsed {model_summary['n_collapsed']}, failed {model_summary['n_failed']}); "
-        f"split: {model_summary['split']}.",
+        f"split: {_splits_used(model_summary)}.",
         "",
         "| metric | mean ± std | 95% CI | n |",
         "|---|---|---|---|",
@@ -290,6 +290,12 @@ def _problem_lines(summary: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _splits_used(model_summary: dict[str, Any]) -> str:
+    """The split(s) the completed seeds were scored on, e.g. ``valid`` for Devign (no test)."""
+    used = sorted({str(s["split"]) for s in model_summary["seeds"] if s.get("split")})
+    return ", ".join(used) if used else str(model_summary.get("split"))
+
+
 def _cost_lines(summary: dict[str, Any]) -> list[str]:
     costs = {m: s["cost"] for m, s in summary.get("models", {}).items() if s.get("cost")}
     if not costs:
@@ -331,7 +337,8 @@ def write_report(summary: dict[str, Any], output_root: str | Path) -> Path:
         "# StreamGuard production run",
         "",
         f"Generated {summary.get('generated_at', 'n/a')} from `{summary.get('output_root', root)}`"
-        f" (split: {summary.get('split', 'n/a')}).",
+        f" (split: {summary.get('split', 'n/a')}; a seed whose data has no such split is scored "
+        "on valid, as its row says).",
         "",
     ]
     lines += _verdict_lines(summary)
