@@ -15,6 +15,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
 
+from streamguard_core.preprocess.run import parse_input_spec
+
 _digests: dict[tuple[str, int, int], str] = {}
 
 
@@ -32,12 +34,6 @@ def file_sha256(path: str | Path) -> str:
     return _digests[key]
 
 
-def _input_path(spec: str) -> Path:
-    """``[SPLIT=]PATH`` -> PATH."""
-    head, sep, tail = spec.partition("=")
-    return Path(tail) if sep and head in ("train", "valid", "test") else Path(spec)
-
-
 def _dump(value: Any) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
@@ -47,7 +43,7 @@ def preprocess_key(_ctx: Any, params: dict[str, Any]) -> str:
     data = params["data"]
     files: dict[str, str] = {}
     for spec in data.inputs:
-        path = _input_path(spec)
+        path = Path(parse_input_spec(spec)[1])
         files[str(path)] = file_sha256(path) if path.is_file() else "missing"
     if data.codexglue_splits:
         for name in ("train.txt", "valid.txt", "test.txt"):
