@@ -177,14 +177,15 @@ class TrainHyperparameters(BaseModel):
                     gnn[key] = value
             model_cfg = GNNConfig(**gnn)
         elif self.model == "transformer":
-            from streamguard_core.models.transformer import TransformerConfig
+            from streamguard_core.models.transformer import TransformerConfig, tiny_shape
 
             tf: dict[str, Any] = {
                 "model_name_or_path": self.transformer_model,
                 "max_seq_len": self.max_seq_len,
+                # the same width rule as a local run, so one plan builds one model on both backends
+                **(tiny_shape(self.hidden_dim) if self.hidden_dim is not None else {}),
             }
             for key, value in (
-                ("hidden_size", self.hidden_dim),
                 ("num_layers", self.num_layers),
                 ("dropout", self.dropout),
             ):

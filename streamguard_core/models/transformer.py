@@ -75,6 +75,16 @@ class TransformerConfig(BaseModel):
     )
 
 
+def tiny_shape(hidden_size: int) -> dict[str, int]:
+    """Heads and feed-forward size of a ``tiny`` model of width ``hidden_size`` (2 heads when
+    they divide it, feed-forward 2x wide); the one rule every caller that sets a width uses."""
+    return {
+        "hidden_size": hidden_size,
+        "num_heads": 2 if hidden_size % 2 == 0 else 1,
+        "intermediate_size": 2 * hidden_size,
+    }
+
+
 def resolve_tokenizer_dir(path: str | Path) -> Path:
     """A tokenizer directory, or a processed data set root holding one in ``tokenizer/``."""
     p = Path(path)

@@ -46,16 +46,13 @@ def neural_configs(kind: str, plan: TrainingPlan, seed: int, max_seq_len: int) -
 
         model_cfg = GNNConfig(hidden_dim=plan.gnn_hidden_dim, num_layers=plan.gnn_layers)
     elif kind == "transformer":
-        from streamguard_core.models.transformer import TransformerConfig
+        from streamguard_core.models.transformer import TransformerConfig, tiny_shape
 
-        heads = 2 if plan.transformer_hidden_dim % 2 == 0 else 1
         model_cfg = TransformerConfig(
             model_name_or_path=plan.transformer_model,
-            hidden_size=plan.transformer_hidden_dim,
             num_layers=plan.transformer_layers,
-            num_heads=heads,
-            intermediate_size=2 * plan.transformer_hidden_dim,
             max_seq_len=max_seq_len,
+            **tiny_shape(plan.transformer_hidden_dim),
         )
     else:
         raise ValueError(f"not a neural model kind: {kind!r}")

@@ -139,3 +139,19 @@ def test_the_aws_core_imports_neither_prefect_nor_torch_nor_boto3():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_one_plan_builds_the_same_model_locally_and_on_sagemaker():
+    from streamguard_core.aws.backend import hyperparameters_for
+    from streamguard_core.pipeline.config import TrainingPlan
+    from streamguard_core.pipeline.runner import neural_configs
+
+    plan = TrainingPlan(transformer_hidden_dim=32, transformer_layers=1, gnn_hidden_dim=16,
+                        gnn_layers=2, epochs=2)  # fmt: skip
+    for kind in ("transformer", "gnn"):
+        local_model, local_train = neural_configs(kind, plan, 42, 128)
+        job_model, job_train = hyperparameters_for(kind, 42, plan, 128).model_and_train_configs()
+        assert job_model == local_model, kind
+        assert (job_train.epochs, job_train.seed, job_train.batch_size) == (
+            local_train.epochs, local_train.seed, local_train.batch_size)  # fmt: skip
+    assert local_model.hidden_dim == 16
