@@ -1,17 +1,35 @@
-"""Typed configuration (pydantic) for each concern; YAML load/save.
+"""The configuration tree (pydantic): the single source of every setting and default.
 
-These models are the single description of a run: the CLI flags mirror their fields, the
-Prefect flows take them as parameters, and the processed data set stores them in its metadata.
+::
+
+    PipelineConfig                  the flows' parameter; every preset YAML is one
+    ├── data: DataConfig            inputs, fields, splits, dedup
+    ├── preprocessing: PreprocessConfig
+    ├── plan: TrainingPlan
+    │   ├── models: [ModelConfig]   GNNConfig | TransformerConfig | BaselineConfig (by ``kind``)
+    │   ├── seeds
+    │   └── train: TrainConfig      every optimisation setting
+    ├── criteria: SuccessCriteria
+    └── sagemaker: SageMakerConfig  (backend=sagemaker)
+
+    TrainJobSpec(model, train, seed, data_dir, run_dir)   one run; TrainingPlan.jobs() makes them
+
+The CLI builds its flags from these fields, the Prefect UI renders them as forms, a run saves
+its spec as ``exp_config.json`` and a SageMaker job receives it as one hyperparameter.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from streamguard_core.aws.config import SageMakerConfig
+from streamguard_core.preprocess.parse import NODE_TOKEN_BUCKETS
+
+M = TypeVar("M", bound=BaseModel)
 SplitStrategy = Literal["auto", "codexglue", "explicit", "random", "project", "group", "time"]
 DedupMode = Literal["none", "exact", "normalized"]
 
@@ -29,7 +47,11 @@ class FieldMap(BaseModel):
     cwe: str | None = Field("cwe", description="Field holding the CWE id.")
     idx: str | None = Field("idx", description="Field holding an integer index (CodeXGLUE idx).")
     group: str | None = Field("group", description="Field holding a group key for group splits.")
-    weight: str | None = Field(None, description="Field holding a per-sample weight.")
+    weight: str | None = Field(
+        "weight",
+        description="Field holding a per-sample weight (a finite number >= 0; used by "
+        "train.use_weights). Records without it weigh 1.0.",
+    )
     date: str | None = Field("commit_date", description="Field holding a date for time splits.")
 
 
@@ -127,8 +149,398 @@ class PreprocessConfig(BaseModel):
         return self
 
 
-def load_yaml(path: str | Path, model: type[BaseModel]) -> BaseModel:
-    """Load a YAML file into a pydantic model (clear error on unknown keys)."""
+# --------------------------------------------------------------------------- models
+# One config per model kind, discriminated by ``kind``. They live here (not beside the torch
+# code) so that the flows, the CLI and the SageMaker entrypoint read them without importing
+# torch, and every default exists once.
+
+
+class _ModelBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        None,
+        description="Run name: the folder under the output root and the report's row "
+        "(default: the kind). Two models of one kind in a plan need different names.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+    )
+
+    @property
+    def run_name(self) -> str:
+        """The folder and report name of this model's runs."""
+        return self.name or self.kind  # type: ignore[attr-defined]
+
+
+class GNNConfig(_ModelBase):
+    """Architecture of a graph classifier over the AST graphs."""
+
+    kind: Literal["gnn"] = Field("gnn", description="Model kind discriminator.")
+    arch: Literal["gcn", "ggnn"] = Field(
+        "gcn",
+        description="gcn: stacked GCNConv layers with residuals; ggnn: one Devign-style "
+        "GatedGraphConv (GRU-updated message passing) of num_layers steps.",
+    )
+    hidden_dim: int = Field(256, ge=1, description="Node embedding / hidden state size.")
+    num_layers: int = Field(
+        4, ge=1, description="GCN layers (gcn) or message-passing steps (ggnn)."
+    )
+    dropout: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Dropout after each GCN layer and in the MLP head."
+    )
+    node_token_dim: int = Field(
+        64,
+        ge=0,
+        description="Embedding size of the hashed identifier-name buckets, concatenated to the "
+        "node-type embedding and projected to hidden_dim; 0 ignores node_token.",
+    )
+    node_token_buckets: int = Field(
+        NODE_TOKEN_BUCKETS,
+        ge=2,
+        description="Rows of the identifier-bucket embedding (must cover the data's buckets; "
+        "row 0, 'no name', is a fixed zero vector).",
+    )
+    use_edge_types: bool = Field(
+        False,
+        description="Reserved for a relational GNN (RGCN). GCN and GGNN here ignore edge types "
+        "whatever this says; setting it warns.",
+    )
+
+
+TINY = "tiny"
+
+
+def tiny_shape(hidden_size: int) -> dict[str, int]:
+    """Heads and feed-forward size of a ``tiny`` transformer of width ``hidden_size``: 2 heads
+    when they divide it (else 1), feed-forward 2x wide. :class:`TransformerConfig` applies it
+    to every field left unset, so no caller has to remember it."""
+    return {"num_heads": 2 if hidden_size % 2 == 0 else 1, "intermediate_size": 2 * hidden_size}
+
+
+class TransformerConfig(_ModelBase):
+    """Transformer classifier settings ('tiny' from scratch, or a pretrained model)."""
+
+    kind: Literal["transformer"] = Field("transformer", description="Model kind discriminator.")
+    model_name_or_path: str = Field(
+        TINY,
+        description="'tiny': a small RoBERTa built from scratch on the data set's tokenizer "
+        "(offline). Otherwise a Hugging Face model name (e.g. microsoft/codebert-base) or a "
+        "local directory saved with save_pretrained.",
+    )
+    hidden_size: int = Field(128, ge=8, description="Hidden size ('tiny' only).")
+    num_layers: int = Field(2, ge=1, description="Encoder layers ('tiny' only).")
+    num_heads: int | None = Field(
+        None,
+        ge=1,
+        description="Attention heads; must divide hidden_size ('tiny' only). Empty: 2 when they "
+        "divide hidden_size, else 1.",
+    )
+    intermediate_size: int | None = Field(
+        None, ge=1, description="Feed-forward size ('tiny' only). Empty: 2 x hidden_size."
+    )
+    dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Hidden and attention dropout (also overrides a pretrained model's, when its "
+        "config has these settings).",
+    )
+    max_seq_len: int | None = Field(
+        None,
+        ge=16,
+        description="Longest input incl. <s> and </s> (sizes 'tiny' positions). Empty: the "
+        "processed data set's max_seq_len (filled in when a job is built).",
+    )
+
+    @model_validator(mode="after")
+    def _derive_shape(self) -> TransformerConfig:
+        derived = tiny_shape(self.hidden_size)
+        if self.num_heads is None:
+            self.num_heads = derived["num_heads"]
+        if self.intermediate_size is None:
+            self.intermediate_size = derived["intermediate_size"]
+        if self.model_name_or_path == TINY and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+            )
+        return self
+
+
+class BaselineConfig(_ModelBase):
+    """TF-IDF (code token n-grams) + logistic regression settings."""
+
+    kind: Literal["baseline"] = Field("baseline", description="Model kind discriminator.")
+    ngram_max: int = Field(2, ge=1, le=4, description="Longest token n-gram.")
+    min_df: int = Field(2, ge=1, description="Ignore n-grams in fewer functions than this.")
+    max_features: int = Field(200_000, ge=100, description="Vocabulary cap (most frequent).")
+    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength.")
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="Weight classes by inverse frequency, or not."
+    )
+    max_iter: int = Field(2000, ge=10, description="Solver iterations.")
+
+
+ModelConfig = Annotated[
+    GNNConfig | TransformerConfig | BaselineConfig, Field(discriminator="kind")
+]
+ModelKind = Literal["transformer", "gnn", "baseline"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn", "baseline")
+NEURAL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn")
+_MODEL_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
+
+
+def model_config_for(value: Any) -> GNNConfig | TransformerConfig | BaselineConfig:
+    """A model config from a kind name (``"gnn"``: its defaults), a mapping or a config."""
+    if isinstance(value, str):
+        value = {"kind": value}
+    return _MODEL_ADAPTER.validate_python(value)
+
+
+# --------------------------------------------------------------------------- training
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings of one run (every model kind; the baseline uses ``seed``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1, description="Maximum epochs (early stopping on).")
+    batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
+    lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate. Empty: the LR finder when lr_finder is on, else the kind's "
+        "default (GNN 1e-3, tiny transformer 5e-4, pretrained transformer 2.5e-5).",
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")
+    accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = Field(
+        "auto", description="AMP on CUDA (auto: bf16 if supported, else fp16); off on CPU."
+    )
+    early_stopping_patience: int = Field(
+        3, ge=1, description="Epochs without validation-F1 gain before stopping."
+    )
+    class_weight_multiplier: float = Field(
+        1.2, gt=0, description="Vulnerable-class weight = multiplier * (safe / vulnerable)."
+    )
+    use_weights: bool = Field(
+        False,
+        description="Multiply each example's loss by its record weight (the 'weight' field of "
+        "the input, kept by preprocessing; 1.0 where absent).",
+    )
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    checkpoint_every_steps: int = Field(
+        50, ge=1, description="Optimizer steps between 'latest' checkpoints (resume points)."
+    )
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cut every epoch to N optimizer steps (quick runs)."
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads per run (empty: torch's default)."
+    )
+    lr_finder: bool = Field(
+        False, description="With lr empty: run an LR range test (cached) instead of the default."
+    )
+    lr_finder_steps: int = Field(100, ge=10, description="Steps of the LR range test.")
+    lr_cache_dir: str = Field(
+        "~/.cache/streamguard/lr", description="Where LR finder results are cached."
+    )
+    auto_batch_size: bool = Field(
+        False,
+        description="GNN: batch size from the data set's graph statistics and the memory "
+        "budget; transformer on CUDA: halve until one step fits.",
+    )
+    memory_budget_mb: float | None = Field(
+        None,
+        gt=0,
+        description="Budget for auto_batch_size (default: 80% of GPU memory, else 2048 MB).",
+    )
+
+
+class TrainingPlan(BaseModel):
+    """Which models, which seeds, and the training settings every run of the plan shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelConfig] = Field(
+        default_factory=lambda: [model_config_for(k) for k in MODEL_KINDS],
+        description="Models to train, each a full model config (a bare kind name such as 'gnn' "
+        "means that kind's defaults).",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [42, 43, 44], min_length=1, description="One run per model and seed"
+    )
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training settings of every run (train.seed is replaced by each seed).",
+    )
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _kind_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            return [{"kind": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> TrainingPlan:
+        names = [m.run_name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two models share the run name {dupes}: give each a 'name'")
+        if not self.models:
+            raise ValueError("a plan needs at least one model")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def model(self, name: str) -> GNNConfig | TransformerConfig | BaselineConfig:
+        """The model config whose run name is ``name``."""
+        for m in self.models:
+            if m.run_name == name:
+                return m
+        raise KeyError(f"no model {name!r} in the plan ({[m.run_name for m in self.models]})")
+
+    @property
+    def names(self) -> list[str]:
+        """Run names of the plan's models, in order."""
+        return [m.run_name for m in self.models]
+
+    def jobs(self, data_dir: str | Path, output_root: str | Path) -> list[TrainJobSpec]:
+        """One job spec per model x seed, run dirs ``<output_root>/<name>/seed_<n>``."""
+        return [
+            TrainJobSpec(
+                model=m,
+                train=self.train,
+                seed=s,
+                data_dir=str(data_dir),
+                run_dir=str(seed_dir(output_root, m.run_name, s)),
+            )
+            for m in self.models
+            for s in self.seeds
+        ]
+
+
+def seed_dir(output_root: str | Path, model: str, seed: int) -> Path:
+    """``<output_root>/<model>/seed_<seed>``: where one run's files go."""
+    return Path(output_root) / model / f"seed_{seed}"
+
+
+class TrainJobSpec(BaseModel):
+    """One training run, complete: what every launcher (CLI, local process, SageMaker) runs.
+
+    ``train.seed`` always equals ``seed``. ``run_dir`` receives the files named by ``RunPaths``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelConfig = Field(description="The model to train.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training settings.")
+    seed: int = Field(42, description="Seed of this run (copied into train.seed).")
+    data_dir: str = Field(description="A processed data set (`streamguard data preprocess`).")
+    run_dir: str = Field(description="Where the run's files go (resumed when it holds one).")
+
+    @model_validator(mode="after")
+    def _seed_into_train(self) -> TrainJobSpec:
+        if self.train.seed != self.seed:
+            self.train = self.train.model_copy(update={"seed": self.seed})
+        return self
+
+    @property
+    def name(self) -> str:
+        """The model's run name."""
+        return self.model.run_name
+
+    def with_paths(self, data_dir: str | Path, run_dir: str | Path) -> TrainJobSpec:
+        """The same job reading ``data_dir`` and writing ``run_dir`` (a launcher's own layout)."""
+        return self.model_copy(update={"data_dir": str(data_dir), "run_dir": str(run_dir)})
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class SuccessCriteria(BaseModel):
+    """When a production run counts as a success. Checked per model: every neural model of the
+    plan must meet its own F1 and spread bounds (the baseline is the reference, not judged)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_mean_f1: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Each neural model's mean vulnerable-class F1 over seeds must reach this. "
+        "(Predicting 'vulnerable' for everything scores ~0.61 on Devign valid, 0.67 on balanced "
+        "data: see beat_trivial.)",
+    )
+    max_f1_std: float | None = Field(
+        0.05,
+        ge=0,
+        description="Each neural model's F1 std across seeds must stay below this. With one "
+        "seed the std is n/a and this check fails; empty switches the check off.",
+    )
+    beat_trivial: bool = Field(
+        True,
+        description="Each neural model's mean F1 must beat predicting 'vulnerable' for every "
+        "function, and its mean accuracy the majority class, on the same split.",
+    )
+    require_all_seeds: bool = Field(True, description="Every model x seed run completed")
+    require_no_collapse: bool = Field(True, description="No run collapsed")
+
+
+Backend = Literal["local", "sagemaker"]
+
+
+class PipelineConfig(BaseModel):
+    """Everything one pipeline run needs: the parameter of ``streamguard-pipeline`` and
+    ``monthly-retrain``, and the content of every preset YAML in ``deployments/params``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig, description="Inputs and splits.")
+    preprocessing: PreprocessConfig = Field(
+        default_factory=PreprocessConfig, description="Tokens, graphs and trimming."
+    )
+    plan: TrainingPlan = Field(default_factory=TrainingPlan, description="Models x seeds.")
+    criteria: SuccessCriteria = Field(
+        default_factory=SuccessCriteria, description="When the run counts as a success."
+    )
+    output_root: str = Field("runs/pipeline", description="Where the run's files go.")
+    backend: Backend = Field(
+        "local",
+        description="local: one process per run on this worker (one GPU each when several); "
+        "sagemaker: one managed (spot) training job per run.",
+    )
+    run_preflight: bool = Field(
+        True, description="Go/no-go checks of exactly the planned models before training."
+    )
+    sagemaker: SageMakerConfig | None = Field(
+        None, description="SageMaker settings (needed with backend=sagemaker)."
+    )
+    aws_credentials_block: str | None = Field(
+        None, description="prefect-aws AwsCredentials block name (empty: boto3's default chain)."
+    )
+    s3_bucket_block: str | None = Field(
+        None,
+        description="prefect-aws S3Bucket block name: the bucket SageMaker jobs use (overrides "
+        "sagemaker.bucket; `python -m deployments.install_aws` saves one).",
+    )
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> PipelineConfig:
+        if self.backend == "sagemaker" and self.sagemaker is None:
+            raise ValueError(
+                "backend 'sagemaker' needs the 'sagemaker' settings (image_uri, role_arn, "
+                "bucket, ...): see the README's SageMaker section"
+            )
+        return self
+
+
+def load_yaml(path: str | Path, model: type[M]) -> M:
+    """Load a YAML (or JSON) file into a pydantic model (clear error on unknown keys)."""
     with open(path, encoding="utf-8") as fh:
         return model.model_validate(yaml.safe_load(fh) or {})
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from streamguard_core.config import BaselineConfig
 from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
 from streamguard_core.io import atomic_write_json
 
@@ -24,30 +24,14 @@ CODE_TOKEN_PATTERN = r"[A-Za-z_]\w*|\d+|->|\+\+|--|<<=?|>>=?|[<>!=]=|&&|\|\||[^\
 MODEL_CARD = "model_card.json"
 
 
-class BaselineConfig(BaseModel):
-    """TF-IDF + logistic regression settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["baseline"] = "baseline"
-    ngram_max: int = Field(2, ge=1, le=4, description="Longest token n-gram.")
-    min_df: int = Field(2, ge=1, description="Ignore n-grams in fewer functions than this.")
-    max_features: int = Field(200_000, ge=100, description="Vocabulary cap (most frequent).")
-    C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength.")
-    class_weight: Literal["balanced", "none"] = Field(
-        "balanced", description="Weight classes by inverse frequency, or not."
-    )
-    max_iter: int = Field(2000, ge=10, description="Solver iterations.")
-    seed: int = Field(42, description="Solver seed.")
-
-
 class BaselineDetector:
     """TF-IDF + logistic regression with a validation-tuned decision threshold."""
 
     kind = "baseline"
 
-    def __init__(self, config: BaselineConfig | None = None) -> None:
+    def __init__(self, config: BaselineConfig | None = None, seed: int = 42) -> None:
         self.config = config or BaselineConfig()
+        self.seed = seed
         self.vectorizer = TfidfVectorizer(
             token_pattern=CODE_TOKEN_PATTERN,
             lowercase=False,
@@ -61,7 +45,7 @@ class BaselineDetector:
             C=self.config.C,
             class_weight=None if self.config.class_weight == "none" else "balanced",
             max_iter=self.config.max_iter,
-            random_state=self.config.seed,
+            random_state=self.seed,
         )
         self.threshold = 0.5
         self.metadata: dict[str, Any] = {}
@@ -72,13 +56,15 @@ class BaselineDetector:
         train_labels: list[int] | np.ndarray,
         valid_funcs: list[str] | None = None,
         valid_labels: list[int] | np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """Fit; tune the threshold for vulnerable F1 on the validation set; return its metrics."""
+        """Fit (``sample_weight``: per-function loss weights); tune the threshold for vulnerable
+        F1 on the validation set; return its metrics."""
         if len(set(np.asarray(train_labels).tolist())) < 2:
             raise ValueError("the training data holds one class only")
         t0 = time.perf_counter()
         x = self.vectorizer.fit_transform(train_funcs)
-        self.classifier.fit(x, np.asarray(train_labels))
+        self.classifier.fit(x, np.asarray(train_labels), sample_weight=sample_weight)
         fit_s = time.perf_counter() - t0
         metrics: dict[str, Any] = {}
         if valid_funcs is not None and valid_labels is not None:
@@ -112,6 +98,7 @@ class BaselineDetector:
         card = {
             "kind": self.kind,
             "config": self.config.model_dump(mode="json"),
+            "seed": self.seed,
             "threshold": self.threshold,
             **self.metadata,
             **(extra_card or {}),
@@ -126,7 +113,9 @@ class BaselineDetector:
         card = json.loads((root / MODEL_CARD).read_text())
         if card.get("kind") != cls.kind:
             raise ValueError(f"{root}: model kind is {card.get('kind')!r}, not {cls.kind!r}")
-        det = cls(BaselineConfig.model_validate(card["config"]))
+        config = dict(card["config"])
+        seed = int(card.get("seed", config.pop("seed", 42)))  # older cards kept it in config
+        det = cls(BaselineConfig.model_validate(config), seed=seed)
         vocab = json.loads((root / "vocabulary.json").read_text())
         with np.load(root / "weights.npz", allow_pickle=False) as w:
             idf, coef, intercept = w["idf"], w["coef"], w["intercept"]
@@ -137,5 +126,5 @@ class BaselineDetector:
         det.classifier.coef_ = coef
         det.classifier.intercept_ = intercept
         det.threshold = float(card["threshold"])
-        det.metadata = {k: v for k, v in card.items() if k not in ("kind", "config", "threshold")}
+        det.metadata = {k: v for k, v in card.items() if k not in ("kind", "config", "seed", "threshold")}
         return det

@@ -17,58 +17,22 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 from torch_geometric.nn import GatedGraphConv, GCNConv, global_max_pool, global_mean_pool
 from torch_geometric.utils import to_undirected
 
+from streamguard_core.config import GNNConfig
 from streamguard_core.io import atomic_write_json
-from streamguard_core.preprocess.parse import NODE_TOKEN_BUCKETS, vocab_fingerprint
+from streamguard_core.preprocess.parse import vocab_fingerprint
 
 GNN_CONFIG_FILE = "gnn_config.json"
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "model.pt"
 NUM_CLASSES = 2
-
-
-class GNNConfig(BaseModel):
-    """Architecture of a graph classifier."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["gnn"] = Field("gnn", description="Model kind discriminator.")
-    arch: Literal["gcn", "ggnn"] = Field(
-        "gcn",
-        description="gcn: stacked GCNConv layers with residuals; ggnn: one Devign-style "
-        "GatedGraphConv (GRU-updated message passing) of num_layers steps.",
-    )
-    hidden_dim: int = Field(256, ge=1, description="Node embedding / hidden state size.")
-    num_layers: int = Field(
-        4, ge=1, description="GCN layers (gcn) or message-passing steps (ggnn)."
-    )
-    dropout: float = Field(
-        0.3, ge=0.0, lt=1.0, description="Dropout after each GCN layer and in the MLP head."
-    )
-    node_token_dim: int = Field(
-        64,
-        ge=0,
-        description="Embedding size of the hashed identifier-name buckets, concatenated to the "
-        "node-type embedding and projected to hidden_dim; 0 ignores node_token.",
-    )
-    node_token_buckets: int = Field(
-        NODE_TOKEN_BUCKETS,
-        ge=2,
-        description="Rows of the identifier-bucket embedding (must cover the data's buckets; "
-        "row 0, 'no name', is a fixed zero vector).",
-    )
-    use_edge_types: bool = Field(
-        False,
-        description="Reserved for a relational GNN (RGCN). GCN and GGNN here ignore edge types "
-        "whatever this says; setting it warns.",
-    )
+__all__ = ["GNNClassifier", "GNNConfig", "build_gnn", "load_gnn", "save_gnn"]
 
 
 class GNNClassifier(nn.Module):

@@ -58,24 +58,15 @@ class NeuralDetector:
     """A trained GNN or transformer with its preprocessing and decision threshold."""
 
     def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
+        from streamguard_core.models.adapters import adapter_for, resolve_device
+
         self.dir = Path(model_dir)
         self.card = json.loads((self.dir / "model_card.json").read_text())
         self.kind: str = self.card["kind"]
         self.threshold = float(self.card["threshold"])
         self.preprocess = PreprocessConfig.model_validate(self.card.get("preprocess", {}))
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.pad_id = 1
-        if self.kind == "gnn":
-            from streamguard_core.models.gnn import load_gnn
-
-            self.model: torch.nn.Module = load_gnn(self.dir, map_location=self.device)
-        elif self.kind == "transformer":
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(self.dir))
-            self.pad_id = int(AutoTokenizer.from_pretrained(str(self.dir)).pad_token_id)
-        else:
-            raise ValueError(f"{self.dir}: kind {self.kind!r} is not a neural detector")
+        self.device = resolve_device(device)
+        self.model, self.pad_id = adapter_for(self.kind).load(self.dir, self.device)
         self.model.to(self.device).eval()
 
     def predict_proba(

@@ -25,17 +25,19 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from streamguard_core.config import TINY, TransformerConfig, tiny_shape
 from streamguard_core.preprocess.tokens import TOKENIZER_JSON, load_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-TINY = "tiny"
+__all__ = [
+    "TINY", "ModelLoadError", "TransformerConfig", "build_transformer_classifier", "tiny_shape",
+]
 NUM_LABELS = 2
 # RoBERTa numbers positions from padding_idx + 1, so it needs two rows beyond the sequence length.
 ROBERTA_POSITION_OFFSET = 2
@@ -43,46 +45,6 @@ ROBERTA_POSITION_OFFSET = 2
 
 class ModelLoadError(RuntimeError):
     """A pretrained transformer could not be loaded (unknown name, offline, missing files)."""
-
-
-class TransformerConfig(BaseModel):
-    """Transformer classifier settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["transformer"] = Field("transformer", description="Model kind discriminator.")
-    model_name_or_path: str = Field(
-        TINY,
-        description="'tiny': a small RoBERTa built from scratch on the data set's tokenizer "
-        "(offline). Otherwise a Hugging Face model name (e.g. microsoft/codebert-base) or a "
-        "local directory saved with save_pretrained.",
-    )
-    hidden_size: int = Field(128, ge=8, description="Hidden size ('tiny' only).")
-    num_layers: int = Field(2, ge=1, description="Encoder layers ('tiny' only).")
-    num_heads: int = Field(
-        2, ge=1, description="Attention heads; must divide hidden_size ('tiny' only)."
-    )
-    intermediate_size: int = Field(256, ge=1, description="Feed-forward size ('tiny' only).")
-    dropout: float = Field(
-        0.1,
-        ge=0.0,
-        lt=1.0,
-        description="Hidden and attention dropout (also overrides a pretrained model's, when its "
-        "config has these settings).",
-    )
-    max_seq_len: int = Field(
-        512, ge=16, description="Longest input incl. <s> and </s> (sizes 'tiny' positions)."
-    )
-
-
-def tiny_shape(hidden_size: int) -> dict[str, int]:
-    """Heads and feed-forward size of a ``tiny`` model of width ``hidden_size`` (2 heads when
-    they divide it, feed-forward 2x wide); the one rule every caller that sets a width uses."""
-    return {
-        "hidden_size": hidden_size,
-        "num_heads": 2 if hidden_size % 2 == 0 else 1,
-        "intermediate_size": 2 * hidden_size,
-    }
 
 
 def resolve_tokenizer_dir(path: str | Path) -> Path:
@@ -103,10 +65,6 @@ def _offline() -> bool:
 def _build_tiny(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    if cfg.hidden_size % cfg.num_heads:
-        raise ValueError(
-            f"hidden_size {cfg.hidden_size} is not a multiple of num_heads {cfg.num_heads}"
-        )
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; the tiny model needs one")
     config = RobertaConfig(
@@ -128,6 +86,7 @@ def _build_tiny(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
 
 
 def _load_pretrained(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
+    # a pretrained model keeps its own width; max_seq_len is checked against its positions
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     name = cfg.model_name_or_path

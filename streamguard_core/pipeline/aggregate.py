@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamguard_core.io import atomic_write_json
-from streamguard_core.pipeline.config import SuccessCriteria
+from streamguard_core.config import SuccessCriteria
 
 METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "pr_auc", "mcc")
 STATUSES = ("completed", "collapsed", "failed")

@@ -6,13 +6,14 @@ import torch lazily, so that data tooling does not pay torch's start-up cost.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.io import read_jsonl
 
 METADATA_FILE = "preprocessing_metadata.json"
@@ -96,12 +97,116 @@ class ProcessedSplit:
         )
 
 
+class DatasetConfigs(BaseModel):
+    """The configurations a data set was built with."""
+
+    model_config = ConfigDict(extra="allow")
+
+    data: DataConfig
+    preprocess: PreprocessConfig
+
+
+class DatasetInputs(BaseModel):
+    """The input files and the SHA-256 of their content."""
+
+    model_config = ConfigDict(extra="allow")
+
+    files: list[str] = Field(default_factory=list)
+    sha256: str | dict[str, Any] | None = None
+
+
+class DatasetCounts(BaseModel):
+    """Record accounting: read == kept + rejected + deduplicated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    read: int
+    kept: int
+    rejected: int
+    deduplicated: int
+    kept_per_split: dict[str, int]
+    labels_per_split: dict[str, dict[str, int]] = Field(default_factory=dict)
+    rejected_by_reason: dict[str, int] = Field(default_factory=dict)
+
+
+class DatasetMetadata(BaseModel):
+    """``preprocessing_metadata.json``, typed: what every reader of a data set may rely on."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int = 1
+    counts: DatasetCounts
+    split_strategy: str
+    warnings: list[str] = Field(default_factory=list)
+    ast: dict[str, Any] = Field(default_factory=dict)
+    trimming: dict[str, Any] = Field(default_factory=dict)
+    graph_stats: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    gnn_batch_size: dict[str, Any] = Field(default_factory=dict)
+    tokenizer: dict[str, Any] = Field(default_factory=dict)
+    inputs: DatasetInputs = Field(default_factory=DatasetInputs)
+    config: DatasetConfigs
+    workers: int | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    functions_per_s: float | None = None
+
+
+class ProcessedDataset:
+    """A directory written by ``streamguard data preprocess``: metadata, splits, vocabularies."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not (self.root / METADATA_FILE).exists():
+            raise FileNotFoundError(
+                f"{self.root / METADATA_FILE}: not a processed data set (no {METADATA_FILE}; "
+                "write one with `streamguard data preprocess`)"
+            )
+
+    @cached_property
+    def metadata(self) -> DatasetMetadata:
+        """The typed ``preprocessing_metadata.json``.
+
+        Raises:
+            ValueError: the file is not valid JSON or lacks a required entry (named).
+        """
+        path = self.root / METADATA_FILE
+        try:
+            return DatasetMetadata.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            raise ValueError(f"{path}: not a valid preprocessing metadata file: {exc}") from exc
+
+    @property
+    def max_seq_len(self) -> int:
+        """The token budget the sequences were encoded with."""
+        return self.metadata.config.preprocess.max_seq_len
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data: input file hashes and kept counts per split."""
+        return {"inputs_sha256": self.metadata.inputs.sha256,
+                "counts": self.metadata.counts.kept_per_split}  # fmt: skip
+
+    def model_preprocess_config(self) -> dict[str, Any]:
+        """The preprocessing settings a saved model re-applies to new functions (minus what
+        only mattered for building the data set)."""
+        return self.metadata.config.preprocess.model_dump(
+            mode="json", exclude={"tokenizer", "workers", "quick_test"}
+        )
+
+    def has_split(self, name: str) -> bool:
+        """True when the split exists and holds records."""
+        return self.metadata.counts.kept_per_split.get(name, 0) > 0 and (
+            self.root / name / "records.jsonl"
+        ).exists()
+
+    def split(self, name: str) -> ProcessedSplit:
+        """One split (``train``/``valid``/``test``)."""
+        return ProcessedSplit(self.root, name)
+
+
 def load_metadata(root: str | Path) -> dict[str, Any]:
-    """The data set's ``preprocessing_metadata.json``."""
-    path = Path(root) / METADATA_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not a processed data set (no {METADATA_FILE})")
-    return json.loads(path.read_text())
+    """The data set's ``preprocessing_metadata.json`` as a plain dict (JSON reports); typed
+    access goes through :attr:`ProcessedDataset.metadata`."""
+    return ProcessedDataset(root).metadata.model_dump(mode="json")
 
 
 def graph_dataset(root: str | Path, split: str) -> Any:

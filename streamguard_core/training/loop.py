@@ -29,9 +29,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from streamguard_core.config import TrainConfig
 from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
 from streamguard_core.io import atomic_write_json, write_jsonl
 from streamguard_core.preprocess.dataset import ProcessedSplit
@@ -44,6 +44,7 @@ from streamguard_core.training.checkpoint import (
 )
 from streamguard_core.training.collapse import CollapseDetector, CollapseError
 from streamguard_core.training.lr_finder import DEFAULT_LR
+from streamguard_core.training.paths import RunPaths
 
 
 class TrainingInterrupted(RuntimeError):
@@ -51,55 +52,6 @@ class TrainingInterrupted(RuntimeError):
 
 
 log = logging.getLogger("streamguard.train")
-
-
-class TrainConfig(BaseModel):
-    """Optimisation settings shared by every neural model kind."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(10, ge=1, description="Maximum epochs.")
-    batch_size: int = Field(32, ge=1, description="Examples per forward pass.")
-    lr: float | None = Field(None, gt=0, description="Learning rate; None: the kind's default.")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")
-    accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = Field(
-        "auto", description="AMP on CUDA (auto: bf16 if supported, else fp16); off on CPU."
-    )
-    early_stopping_patience: int = Field(
-        3, ge=1, description="Epochs without validation-F1 gain before stopping."
-    )
-    class_weight_multiplier: float = Field(
-        1.2, gt=0, description="Vulnerable-class weight = multiplier * (safe / vulnerable)."
-    )
-    use_weights: bool = Field(False, description="Multiply the loss by per-record weights.")
-    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
-    checkpoint_every_steps: int = Field(
-        50, ge=1, description="Optimizer steps between 'latest' checkpoints."
-    )
-    max_steps_per_epoch: int | None = Field(
-        None, ge=1, description="Cut epochs short (quick tests)."
-    )
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default).")
-    lr_finder: bool = Field(
-        False, description="Without --lr: run an LR range test (cached) instead of the default."
-    )
-    lr_finder_steps: int = Field(100, ge=10, description="Steps of the LR range test.")
-    lr_cache_dir: str = Field(
-        "~/.cache/streamguard/lr", description="Where LR finder results are cached."
-    )
-    auto_batch_size: bool = Field(
-        False,
-        description="GNN: batch size from the data set's graph statistics and the memory "
-        "budget; transformer on CUDA: halve until one step fits.",
-    )
-    memory_budget_mb: float | None = Field(
-        None,
-        gt=0,
-        description="Budget for --auto-batch-size (default: 80% of GPU memory, else 2048 MB).",
-    )
 
 
 def batches_per_epoch(n: int, cfg: TrainConfig) -> int:
@@ -110,108 +62,41 @@ def batches_per_epoch(n: int, cfg: TrainConfig) -> int:
     return batches
 
 
-@dataclass
-class RunPaths:
-    """Every file a training run writes, named in one place."""
-
-    root: Path
-
-    @property
-    def exp_config(self) -> Path:
-        return self.root / "exp_config.json"
-
-    @property
-    def metadata(self) -> Path:
-        return self.root / "training_metadata.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "training.log"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def latest(self) -> Path:
-        return self.checkpoints / "latest"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best"
-
-    def epoch(self, k: int) -> Path:
-        return self.checkpoints / f"epoch_{k}"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def predictions(self) -> Path:
-        return self.root / "predictions.jsonl"
-
-    @property
-    def collapse_report(self) -> Path:
-        return self.root / "collapse_report.json"
-
-
 # --------------------------------------------------------------------------- data
 
 
 class Batches:
-    """Index-driven batching of a processed split for one model kind (GNN graphs or tokens)."""
+    """Index-driven batching of a processed split for one model kind (its adapter collates)."""
 
     def __init__(self, split: ProcessedSplit, kind: str, pad_id: int = 1) -> None:
+        from streamguard_core.models.adapters import adapter_for
+
         self.split, self.kind, self.pad_id = split, kind, pad_id
+        self.adapter = adapter_for(kind)
         self.labels = split.labels
         self.weights = np.asarray([float(r.get("weight", 1.0)) for r in split.records])
-        self._graphs: list[Any] | None = None
+        self._cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def make(self, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
-        """Tensors for the examples at ``indices`` (in that order)."""
+        """Tensors for the examples at ``indices`` (in that order), on ``device``."""
         out: dict[str, torch.Tensor] = {
             "labels": torch.as_tensor(self.labels[indices], dtype=torch.long),
             "weights": torch.as_tensor(self.weights[indices], dtype=torch.float32),
+            **self.adapter.collate(self.split, indices, self.pad_id, self._cache),
         }
-        if self.kind == "gnn":
-            from torch_geometric.data import Batch
-
-            if self._graphs is None:
-                self._graphs = [self.split.graph(i) for i in range(len(self))]
-            batch = Batch.from_data_list([self._graphs[i] for i in indices])
-            out.update(
-                x=batch.x,
-                node_token=batch.node_token,
-                edge_index=batch.edge_index,
-                batch=batch.batch,
-            )
-        else:
-            seqs = [self.split.input_ids(int(i)) for i in indices]
-            width = max(len(s) for s in seqs)
-            ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(seqs), width), dtype=np.int64)
-            for row, s in enumerate(seqs):
-                ids[row, : len(s)] = s
-                mask[row, : len(s)] = 1
-            out.update(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
         return {k: v.to(device) for k, v in out.items()}
 
 
 def forward_logits(
     kind: str, model: torch.nn.Module, batch: dict[str, torch.Tensor]
 ) -> torch.Tensor:
-    """Logits [batch, 2] for either kind."""
-    if kind == "gnn":
-        return model(batch["x"], batch["node_token"], batch["edge_index"], batch["batch"])
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Logits [batch, 2] of any neural kind (through its adapter)."""
+    from streamguard_core.models.adapters import adapter_for
+
+    return adapter_for(kind).forward(model, batch)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -311,7 +196,9 @@ def setup(
     """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from streamguard_core.models.adapters import resolve_device
+
+    dev = resolve_device(device)
     paths = RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
     train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id)

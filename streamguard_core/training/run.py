@@ -1,16 +1,17 @@
-"""Train one neural detector on a processed data set: build, (find LR), fit, evaluate, save.
+"""Train one detector of any kind on a processed data set: build, (find LR), fit, evaluate, save.
 
-``train_neural`` is what ``streamguard train gnn|transformer`` and later the Prefect task and
-the SageMaker entrypoint call. Exit-code contract of the CLI: 0 ok, 1 failure, 2 usage,
-3 collapse (``collapse_report.json`` written).
+:func:`train_job` is the one function behind every launcher: ``streamguard train``, the local
+backend's per-job process and the SageMaker entrypoint all call it (through
+:func:`streamguard_core.training.job.run_job`). Exit-code contract of the CLI: 0 ok,
+1 failure, 2 usage, 3 collapse (``collapse_report.json`` written).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamguard_core.io import atomic_write_json
-from streamguard_core.preprocess.dataset import load_metadata
+from streamguard_core.config import BaselineConfig, TrainConfig, TrainJobSpec
+from streamguard_core.io import atomic_write_json, write_jsonl
+from streamguard_core.models.adapters import adapter_for, resolve_device
+from streamguard_core.preprocess.dataset import ProcessedDataset
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 from streamguard_core.training.collapse import CollapseError, write_collapse_report
 from streamguard_core.training.loop import (
-    RunPaths,
-    TrainConfig,
     evaluate_best,
     fit,
     resume,
@@ -32,64 +33,133 @@ from streamguard_core.training.loop import (
     setup,
     write_metadata,
 )
-
-TINY_TRANSFORMER_LR = 5e-4
+from streamguard_core.training.paths import RunPaths
 
 
 class RunExistsError(RuntimeError):
     """The output directory already holds a run and --resume was not given."""
 
 
-def build_model(kind: str, model_cfg: Any, data_dir: Path) -> tuple[torch.nn.Module, int]:
-    """The model for ``kind`` and the padding id its batches need."""
-    if kind == "gnn":
-        from streamguard_core.models.gnn import build_gnn
-
-        vocab = json.loads((data_dir / "node_types.json").read_text())["node_types"]
-        return build_gnn(model_cfg, len(vocab)), 0
-    from transformers import AutoTokenizer
-
-    from streamguard_core.models.transformer import build_transformer_classifier
-
-    tokenizer = AutoTokenizer.from_pretrained(str(data_dir / "tokenizer"))
-    return build_transformer_classifier(model_cfg, data_dir / "tokenizer"), int(
-        tokenizer.pad_token_id
-    )
+def resolve_spec(spec: TrainJobSpec) -> TrainJobSpec:
+    """The spec with what the data set decides filled in (a transformer's ``max_seq_len``)."""
+    model = spec.model
+    if model.kind == "transformer" and model.max_seq_len is None:
+        data = ProcessedDataset(spec.data_dir)
+        return spec.model_copy(
+            update={"model": model.model_copy(update={"max_seq_len": data.max_seq_len})}
+        )
+    return spec
 
 
-def save_detector(kind: str, model: torch.nn.Module, model_cfg: Any, data_dir: Path, out: Path,
-                  card: dict[str, Any]) -> Path:  # fmt: skip
+def save_detector(spec: TrainJobSpec, model: torch.nn.Module, out: Path, card: dict[str, Any]
+                  ) -> Path:  # fmt: skip
     """The final model directory: weights in the kind's own format plus ``model_card.json``."""
+    data_dir = Path(spec.data_dir)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    if kind == "gnn":
-        from streamguard_core.models.gnn import GNNClassifier, save_gnn
-
-        vocab = json.loads((data_dir / "node_types.json").read_text())["node_types"]
-        assert isinstance(model, GNNClassifier)
-        save_gnn(model, model_cfg, len(vocab), out)
-        shutil.copy(data_dir / "node_types.json", out / "node_types.json")
-    else:
-        model.save_pretrained(str(out))  # type: ignore[operator]
+    adapter_for(spec.model.kind).save(model, spec.model, data_dir, out)
     # the tokenizer and preprocessing settings travel with the model (evaluate, scan)
     shutil.copytree(data_dir / "tokenizer", out, dirs_exist_ok=True)
     atomic_write_json(out / "model_card.json", card)
     return out
 
 
-def train_neural(
-    kind: str,
-    model_cfg: Any,
-    cfg: TrainConfig,
-    data_dir: str | Path,
-    run_dir: str | Path,
+def _file_log(paths: RunPaths) -> tuple[logging.Logger, logging.Handler]:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("streamguard")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def _write_exp_config(paths: RunPaths, spec: TrainJobSpec, resumed: bool) -> None:
+    atomic_write_json(paths.exp_config, {**spec.model_dump(mode="json"), "resumed": resumed})
+
+
+def train_job(
+    spec: TrainJobSpec,
     resume_run: bool = False,
     device: str | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Train ``kind`` on ``data_dir`` (a processed data set) into ``run_dir``; returns metrics.
+    """Train ``spec`` (any kind) into ``spec.run_dir``; returns the metrics per split."""
+    spec = resolve_spec(spec)
+    if spec.model.kind == "baseline":
+        return train_baseline(spec)
+    return train_neural(spec, resume_run, device, on_epoch_end, should_stop)
+
+
+def train_baseline(spec: TrainJobSpec) -> dict[str, Any]:
+    """Fit the TF-IDF baseline on the train split; the same files a neural run writes.
+
+    Writes ``metrics.json`` (valid, and test when the data has one), ``predictions.jsonl`` (test,
+    else valid), ``training_metadata.json`` (no curves), ``exp_config.json`` and ``model/``.
+    """
+    from streamguard_core.evaluation.metrics import classification_metrics
+    from streamguard_core.models.baseline import BaselineDetector
+
+    assert isinstance(spec.model, BaselineConfig)
+    data, paths = ProcessedDataset(spec.data_dir), RunPaths(spec.run_dir)
+    logger, handler = _file_log(paths)
+    try:
+        t0 = time.perf_counter()
+        train, valid = data.split("train"), data.split("valid")
+        weights = np.asarray([float(r.get("weight", 1.0)) for r in train.records])
+        detector = BaselineDetector(spec.model, seed=spec.seed)
+        results: dict[str, Any] = {
+            "valid": detector.fit(
+                [r["func"] for r in train.records], train.labels,
+                [r["func"] for r in valid.records], valid.labels,
+                sample_weight=weights if spec.train.use_weights else None,
+            )
+        }  # fmt: skip
+        scored = valid
+        if data.has_split("test"):
+            scored = data.split("test")
+        probs = detector.predict_proba([r["func"] for r in scored.records])
+        if scored is not valid:
+            results["test"] = classification_metrics(scored.labels, probs, detector.threshold)
+        write_jsonl(
+            paths.predictions,
+            (
+                {"id": r["id"], "label": int(r["label"]), "probability": float(p),
+                 "prediction": int(p >= detector.threshold)}
+                for r, p in zip(scored.records, probs, strict=True)
+            ),
+        )  # fmt: skip
+        if paths.model.exists():
+            shutil.rmtree(paths.model)
+        detector.save(paths.model, extra_card={
+            "metrics": results, "data_fingerprint": data.fingerprint,
+            "train": spec.train.model_dump(mode="json"),
+        })  # fmt: skip
+        atomic_write_json(paths.metrics, results)
+        atomic_write_json(
+            paths.metadata,
+            {"kind": "baseline", "history": [], "best_epoch": None, "device": "cpu",
+             "threshold": detector.threshold, **detector.metadata,
+             "fit_seconds": round(time.perf_counter() - t0, 2)},
+        )  # fmt: skip
+        _write_exp_config(paths, spec, resumed=False)
+        logger.info("baseline: %s", {k: v.get("f1") for k, v in results.items()})
+        return results
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def train_neural(
+    spec: TrainJobSpec,
+    resume_run: bool = False,
+    device: str | None = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Train a GNN or transformer job into ``spec.run_dir``; returns metrics per split.
 
     ``on_epoch_end`` receives each epoch's history row (progress reporting); ``should_stop`` is
     polled after every optimizer step and, when it answers True, the loop saves 'latest' and
@@ -99,21 +169,22 @@ def train_neural(
         RunExistsError: ``run_dir`` holds a checkpoint and ``resume_run`` is False.
         CollapseError: the run collapsed (``collapse_report.json`` is written first).
     """
-    data_dir, paths = Path(data_dir), RunPaths(Path(run_dir))
+    spec = resolve_spec(spec)
+    kind, model_cfg, cfg = spec.model.kind, spec.model, spec.train
+    data_dir, paths = Path(spec.data_dir), RunPaths(spec.run_dir)
+    data = ProcessedDataset(data_dir)
     if is_valid_checkpoint(paths.latest) and not resume_run:
         raise RunExistsError(
             f"{paths.root} already holds a run; pass --resume to continue it or choose a new "
             "--output-dir"
         )
-    paths.root.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths.log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("streamguard")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    adapter = adapter_for(kind)
+    logger, handler = _file_log(paths)
     try:
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
-        model, pad_id = build_model(kind, model_cfg, data_dir)
+        model, pad_id = adapter.build(model_cfg, data_dir)
         batch_note = None
         if cfg.auto_batch_size:
             cfg, batch_note = auto_batch_size(kind, model, model_cfg, cfg, data_dir, pad_id,
@@ -122,23 +193,14 @@ def train_neural(
         if lr is None and cfg.lr_finder:
             found = run_lr_finder(kind, model, model_cfg, cfg, data_dir, pad_id, device)
             lr, lr_source, lr_report = found.lr, found.source, found.to_dict()
-        elif lr is None and kind == "transformer" and model_cfg.model_name_or_path == "tiny":
-            # 2.5e-5 is a fine-tuning rate for a pretrained CodeBERT; a RoBERTa trained from
-            # scratch barely moves at it (Juliet: 5e-4 reached test F1 0.93)
-            lr, lr_source = TINY_TRANSFORMER_LR, "default (tiny transformer from scratch)"
         elif lr is None:
-            lr_source = "default"
+            lr, lr_source = adapter.default_lr(model_cfg)
         state = setup(kind, model, data_dir, paths.root, cfg, device=device, pad_id=pad_id,
                       lr=lr, lr_source=lr_source)  # fmt: skip
         state.notes.update({"lr_finder": lr_report, "auto_batch_size": batch_note})
         state.on_epoch_end, state.should_stop = on_epoch_end, should_stop
         resumed = resume(state) if resume_run else False
-        atomic_write_json(
-            paths.exp_config,
-            {"kind": kind, "model": model_cfg.model_dump(mode="json"),
-             "train": cfg.model_dump(mode="json"), "data_dir": str(data_dir),
-             "resumed": resumed},
-        )  # fmt: skip
+        _write_exp_config(paths, spec, resumed)
         try:
             summary = fit(state)
         except CollapseError as exc:
@@ -156,10 +218,10 @@ def train_neural(
             "threshold": state.best_threshold,
             "metrics": results,
             "best_epoch": summary["best_epoch"],
-            "data_fingerprint": _fingerprint(data_dir),
-            "preprocess": _preprocess_config(data_dir),
+            "data_fingerprint": data.fingerprint,
+            "preprocess": data.model_preprocess_config(),
         }
-        save_detector(kind, state.model, model_cfg, data_dir, paths.model, card)
+        save_detector(spec, state.model, paths.model, card)
         return results
     finally:
         logger.removeHandler(handler)
@@ -180,7 +242,7 @@ def run_lr_finder(
     from streamguard_core.training.loop import Batches, class_weights, epoch_order, forward_logits
     from streamguard_core.training.lr_finder import find_lr
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     saved_weights = copy.deepcopy(model.state_dict())
     saved_rng = rng_state()
     model.to(dev).train()
@@ -208,7 +270,7 @@ def run_lr_finder(
     key = {
         "kind": kind,
         "model": model_cfg.model_dump(mode="json"),
-        "data": _fingerprint(data_dir),
+        "data": ProcessedDataset(data_dir).fingerprint,
         "batch_size": cfg.batch_size,
         "steps": cfg.lr_finder_steps,
         "seed": cfg.seed,
@@ -228,13 +290,13 @@ def auto_batch_size(
     """A batch size for the memory budget: from graph statistics (GNN) or a CUDA probe."""
     from streamguard_core.preprocess.run import recommend_batch_size
 
-    cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"
     budget = cfg.memory_budget_mb or (
         0.8 * torch.cuda.get_device_properties(0).total_memory / 2**20 if cuda else 2048.0
     )
     note: dict[str, Any] = {"memory_budget_mb": round(budget, 1), "requested": cfg.batch_size}
     if kind == "gnn":
-        stats = load_metadata(data_dir)["graph_stats"]
+        stats = ProcessedDataset(data_dir).metadata.graph_stats
         sizing = recommend_batch_size(
             stats["train"].get("nodes_p95", 0.0), stats["train"].get("edges_p95", 0.0), budget,
             model_cfg.hidden_dim, model_cfg.num_layers,
@@ -272,18 +334,3 @@ def _probe_transformer_batch(
             torch.cuda.empty_cache()
             batch //= 2
     raise RuntimeError("not even one sequence fits in GPU memory")
-
-
-def _preprocess_config(data_dir: Path) -> dict[str, Any]:
-    """The data set's preprocessing settings, minus what only mattered for building it."""
-    cfg = dict(load_metadata(data_dir)["config"]["preprocess"])
-    for key in ("tokenizer", "workers", "quick_test"):
-        cfg.pop(key, None)
-    return cfg
-
-
-def _fingerprint(data_dir: Path) -> dict[str, Any]:
-    """What identifies the training data: input file hashes and kept counts per split."""
-    meta = load_metadata(data_dir)
-    return {"inputs_sha256": meta.get("inputs", {}).get("sha256"),
-            "counts": meta.get("counts", {}).get("kept_per_split")}  # fmt: skip

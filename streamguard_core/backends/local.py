@@ -1,0 +1,115 @@
+"""The local backend: every job in its own process, one GPU each when there are several.
+
+A process per job keeps jobs apart: each has its own ``streamguard`` logger (its own
+``training.log``), its own global RNG and its own torch thread pool, so seeds that run
+concurrently cannot write into each other's log or reseed each other. Processes come from a
+``forkserver`` that has imported torch once, so a job starts in milliseconds, not the seconds a
+fresh interpreter needs to import torch and transformers. The device is chosen per job:
+``cuda:<i>`` becomes ``CUDA_VISIBLE_DEVICES=<i>`` in the child, which then sees one GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from multiprocessing.connection import Connection
+from typing import Any
+
+from streamguard_core.backends import EpochCallback
+from streamguard_core.config import TrainJobSpec
+from streamguard_core.training.job import RunStatus, read_run_status
+
+log = logging.getLogger("streamguard.backends.local")
+
+PRELOAD = ["torch", "transformers", "torch_geometric", "streamguard_core.training.run"]
+
+
+def local_devices() -> list[str | None]:
+    """One slot per CUDA device (``cuda:<i>``), or a single default slot (one GPU or CPU)."""
+    import torch
+
+    n = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
+
+
+def child_environment(device: str | None) -> tuple[dict[str, str], str | None]:
+    """(environment changes, device the child passes to torch) for one job's device slot."""
+    if device and device.startswith("cuda:"):
+        return {"CUDA_VISIBLE_DEVICES": device.split(":", 1)[1]}, "cuda"
+    return {}, device
+
+
+def _child(spec_json: str, device: str | None, conn: Connection) -> None:
+    """The job process: set the environment, run the job, send epoch rows to the parent."""
+    env, torch_device = child_environment(device)
+    os.environ.update(env)  # before anything initialises CUDA
+    from streamguard_core.training.job import run_job
+
+    try:
+        status = run_job(
+            TrainJobSpec.model_validate_json(spec_json),
+            device=torch_device,
+            on_epoch_end=lambda row: conn.send(("epoch", row)),
+        )
+        conn.send(("status", status.model_dump(mode="json")))
+    finally:
+        conn.close()
+
+
+class LocalBackend:
+    """Runs each job in a fresh process on this machine."""
+
+    name = "local"
+
+    def __init__(self, start_method: str = "forkserver") -> None:
+        self.context = mp.get_context(start_method)
+        if start_method == "forkserver":
+            self.context.set_forkserver_preload(PRELOAD)
+
+    def run(
+        self,
+        spec: TrainJobSpec,
+        on_epoch_end: EpochCallback | None = None,
+        device: str | None = None,
+    ) -> RunStatus:
+        """Run ``spec`` in a child process on ``device`` (None: the best one) and wait for it.
+
+        A child that dies without a status (killed, out of memory) is a ``failed`` status with
+        its exit code; this never raises for the job's own outcome.
+        """
+        receiver, sender = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=_child,
+            args=(spec.model_dump_json(), device, sender),
+            name=f"streamguard-{spec.name}-seed-{spec.seed}",
+        )
+        process.start()
+        sender.close()  # the child holds the only writer: EOF when it exits
+        status: dict[str, Any] | None = None
+        try:
+            while True:
+                try:
+                    what, payload = receiver.recv()
+                except EOFError:
+                    break
+                if what == "epoch" and on_epoch_end is not None:
+                    on_epoch_end(payload)
+                elif what == "status":
+                    status = payload
+        finally:
+            process.join()
+            receiver.close()
+        if status is not None:
+            return RunStatus.model_validate(status)
+        written = read_run_status(spec.run_dir)
+        if written is not None:
+            return written
+        failed = RunStatus(
+            model=spec.name, kind=spec.model.kind, seed=spec.seed, status="failed",
+            error=f"the job process exited with code {process.exitcode} without a status "
+            "(killed, or out of memory?)",
+            device=device, run_dir=spec.run_dir,
+        )  # fmt: skip
+        failed.write()
+        return failed
