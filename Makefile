@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # the embedded Prefect server can take longer than the default 20 s to start on a busy laptop
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: setup demo test test-fast lint format bench clean
+.PHONY: setup demo test test-fast test-gpu lint format bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "StreamGuard needs Python >= 3.11 (set PYTHON=python3.11)"'
@@ -38,8 +38,11 @@ chromium:  ## headless Chromium for the integration test's flow-run screenshot (
 test: setup chromium  ## every test that can run here (unit, slow real-data, integration)
 	$(PY) -m pytest -q
 
-test-fast: setup  ## skip slow and integration tests
-	$(PY) -m pytest -q -m "not slow and not integration"
+test-fast: setup  ## skip slow, integration and GPU tests
+	$(PY) -m pytest -q -m "not slow and not integration and not gpu"
+
+test-gpu: setup  ## the CUDA checks (AMP bf16/fp16, memory probe, one GPU per seed) before a long run
+	$(PY) -m pytest -q -m gpu
 
 lint: setup  ## ruff check, ruff format --check, mypy on the core
 	$(VENV)/bin/ruff check .

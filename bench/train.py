@@ -87,14 +87,13 @@ def _timed_calls(module: Any, groups: dict[str, tuple[str, ...]]) -> Iterator[di
 
 
 def _build(kind: str, data_dir: Path, seed: int) -> tuple[Any, int]:
-    from streamguard_core.models.gnn import GNNConfig
-    from streamguard_core.models.transformer import TransformerConfig
+    """The kind's default model (its config's defaults) for the data set, seeded."""
+    from streamguard_core.config import model_config_for
+    from streamguard_core.models.adapters import adapter_for
     from streamguard_core.training.loop import seed_everything
-    from streamguard_core.training.run import build_model
 
     seed_everything(seed)
-    model_cfg = GNNConfig() if kind == "gnn" else TransformerConfig()
-    return build_model(kind, model_cfg, data_dir)
+    return adapter_for(kind).build(model_config_for(kind), data_dir)
 
 
 class _Bare:
@@ -228,7 +227,7 @@ def _run(kind: str, data_dir: Path, run_dir: Path, cfg: Any) -> dict[str, Any]:
 
 
 def _bench_kind(kind: str, data_dir: Path, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from streamguard_core.training.loop import TrainConfig
+    from streamguard_core.config import TrainConfig
 
     def cfg(steps: int) -> TrainConfig:
         return TrainConfig(

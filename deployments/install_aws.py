@@ -8,10 +8,12 @@
   the profile name (the worker's own ``~/.aws`` resolves it, no secret leaves the machine); with
   ``--from-environment`` it stores the key pair boto3's default chain resolves here (Prefect keeps
   the secret as a SecretStr; it is never printed). Pass its name to the flows as
-  ``aws_credentials_block``.
+  ``aws_credentials_block`` (a PipelineConfig field).
 - ``S3Bucket`` block (default ``streamguard-bucket``) for the bucket that holds data channels,
-  checkpoints and model artefacts, with those credentials (for browsing or reusing the artefacts
-  from other flows; the training flows read the bucket from their ``sagemaker.bucket`` setting).
+  checkpoints and model artefacts (under ``--bucket-folder``, when given), with those
+  credentials. Pass its name to the flows as ``s3_bucket_block``: the SageMaker jobs take their
+  bucket from it (``sagemaker.bucket`` may then stay empty) and, when no
+  ``aws_credentials_block`` is named, its credentials too.
 
 Nothing secret is printed: the output names the blocks, the region and the key id's last 4
 characters only.
@@ -32,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--bucket", required=True, help="S3 bucket name (no s3://, no path)")
-    parser.add_argument("--bucket-folder", default="", help="default folder inside the bucket")
+    parser.add_argument(
+        "--bucket-folder",
+        default="",
+        help="folder inside the bucket; the jobs' keys go under <folder>/<sagemaker.prefix>",
+    )
     parser.add_argument("--region", default=None, help="AWS region (default: the chain's)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--profile", default=None, help="store this AWS profile name only")
@@ -42,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the key pair boto3's default chain resolves on this machine",
     )
     parser.add_argument(
-        "--endpoint-url", default=None, help="S3/SageMaker-compatible endpoint (local rehearsal)"
+        "--endpoint-url",
+        default=None,
+        help="one endpoint for every client made from the block, S3 and SageMaker alike (e.g. "
+        "LocalStack); the emulator's two endpoints go in AWS_ENDPOINT_URL[_SAGEMAKER] instead",
     )
     parser.add_argument("--credentials-block", default="streamguard-aws")
     parser.add_argument("--bucket-block", default="streamguard-bucket")
@@ -108,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"block s3-bucket/{args.bucket_block}: saved (bucket {args.bucket})")
     print(
-        f"use it: --param aws_credentials_block={args.credentials_block} "
-        f'--param sagemaker=\'{{"bucket": "{args.bucket}", ...}}\''
+        f"use them: set 'aws_credentials_block: {args.credentials_block}' and "
+        f"'s3_bucket_block: {args.bucket_block}' in the pipeline config (sagemaker.bucket may "
+        "stay empty)"
     )
     return 0
 

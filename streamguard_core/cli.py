@@ -1,6 +1,13 @@
 """The ``streamguard`` command: drives the core without any orchestrator.
 
-Exit codes: 0 success, 1 failure (bad data, missing input, tokenizer trouble), 2 usage error.
+Every setting flag is generated from a field of the configuration tree
+(:mod:`streamguard_core.config`): ``--field-name``, the field's description as its help, its
+``Literal`` values as choices, ``--x/--no-x`` for a bool. Flags default to
+``argparse.SUPPRESS``, so only the flags given reach the config and the pydantic model stays
+the one holder of every default (the help shows it, read from the field).
+
+Exit codes: 0 success, 1 failure (bad data, missing input, failed run, a run that exists
+without --resume), 2 usage error or invalid configuration, 3 training collapsed.
 """
 
 from __future__ import annotations
@@ -8,154 +15,265 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from streamguard_core import __version__
+from streamguard_core.config import (
+    MODEL_KINDS,
+    DataConfig,
+    FieldMap,
+    GNNConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    TrainConfig,
+    TrainingPlan,
+    TrainJobSpec,
+    load_yaml,
+    model_config_for,
+)
+from streamguard_core.preprocess.dataset import METADATA_FILE, DatasetMetadata
+from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE
+from streamguard_core.training.paths import RunPaths
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+QUICK_TEST_STEPS = 8
+"""``train --quick-test``: optimizer steps per epoch (``train.max_steps_per_epoch``)."""
+NONE_WORDS = ("none", "null", "")
+"""What clears an optional setting on the command line (``--tokenizer none``)."""
+DEMO_EXCLUDED = ("inputs", "format", "codexglue_splits", "juliet_text_field", "max_records")
+"""DataConfig fields that mean nothing for the demo (it always uses the synthetic data set)."""
+
+
+class UsageError(ValueError):
+    """The command line does not describe a job (exit code 2)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows a hand-written flag's default unless it is None or False (noise)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("input and splits")
-    g.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="[SPLIT=]PATH",
-        help="input file (repeatable); prefix with train=/valid=/test= to fix its split. "
+# --------------------------------------------------------------------------- config flags
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _field_flag(name: str) -> str:
+    """``hidden_dim`` -> ``--hidden-dim``."""
+    return f"--{_dashed(name)}"
+
+
+def _fieldmap_flag(name: str) -> str:
+    """A :class:`FieldMap` entry: ``weight`` -> ``--weight-field``."""
+    return f"--{_dashed(name)}-field"
+
+
+def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A converter that also accepts 'none' for an optional setting."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() in NONE_WORDS else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return parse
+
+
+def _show_default(value: Any) -> str:
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _flag_kwargs(name: str, field: FieldInfo) -> dict[str, Any] | None:
+    """argparse keywords for one field, from its annotation; None for a nested model.
+
+    Raises:
+        TypeError: a field type the generator does not know (add it here, not a hand flag).
+    """
+    annotation = field.annotation
+    optional = False
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) != 1 or len(get_args(annotation)) != 2:
+            raise TypeError(f"{name}: cannot make a flag for {annotation}")
+        annotation, optional = members[0], True
+    origin = get_origin(annotation)
+
+    def wrap(convert: Any) -> Callable[[str], Any]:
+        return _or_none(convert) if optional else convert
+
+    metavar = name.upper()
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        values = list(get_args(annotation))
+        return {"type": wrap(type(values[0])), "choices": values + [None] * optional}
+    if origin is tuple:
+        items = get_args(annotation)
+        if Ellipsis in items or len(set(items)) != 1:
+            raise TypeError(f"{name}: cannot make a flag for {annotation}")
+        return {"type": wrap(items[0]), "nargs": len(items), "metavar": metavar}
+    if origin is list:
+        (item,) = get_args(annotation)
+        return {"type": item, "nargs": "+", "action": "extend", "metavar": metavar}
+    if annotation in (int, float, str):
+        return {"type": wrap(annotation), "metavar": metavar}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return None
+    raise TypeError(f"{name}: cannot make a flag for {annotation}")
+
+
+def _field_help(field: FieldInfo, optional: bool) -> str:
+    """The field's description, its default (read from the model) and how to clear it."""
+    text = (field.description or "").strip()
+    default = field.get_default(call_default_factory=True)
+    if default is not PydanticUndefined:
+        text += f" (default: {_show_default(default)})"
+    if optional:
+        text += " ['none' clears it]"
+    return text.replace("%", "%%")
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    section: str,
+    *,
+    include: Collection[str] | None = None,
+    exclude: Collection[str] = (),
+    flag: Callable[[str], str] = _field_flag,
+    names: dict[str, str] | None = None,
+) -> None:
+    """One flag per field of ``model``, stored as ``<section>.<field>`` (read back with
+    :func:`config_values`); nested models are skipped (give them their own section).
+
+    Args:
+        include: only these fields (default: all).
+        exclude: not these fields.
+        flag: the flag spelling of a field name.
+        names: flag spellings that differ from ``flag``'s (``{"inputs": "--input"}``).
+    """
+    for name, field in model.model_fields.items():
+        if (include is not None and name not in include) or name in exclude:
+            continue
+        kwargs = _flag_kwargs(name, field)
+        if kwargs is None:
+            continue
+        optional = get_origin(field.annotation) in (Union, types.UnionType)
+        parser.add_argument(
+            (names or {}).get(name) or flag(name),
+            dest=f"{section}.{name}",
+            default=argparse.SUPPRESS,
+            help=_field_help(field, optional and kwargs.get("action") != "extend"),
+            **kwargs,
+        )
+
+
+def config_values(args: argparse.Namespace, section: str) -> dict[str, Any]:
+    """The fields of ``section`` given on the command line (``{field: value}``)."""
+    prefix = f"{section}."
+    return {k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """One line per invalid field, named by its path in the config (``train.epochs``)."""
+    lines = [f"streamguard: invalid configuration ({exc.title}):"]
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"  {where}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- data commands
+
+
+def _add_data_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    g = p.add_argument_group(
+        "input and splits (DataConfig)",
         "Formats: Devign function.json, CodeXGLUE/Devign .jsonl, Juliet .jsonl, generic "
-        ".jsonl/.csv, any of them .gz. No --input: the embedded synthetic data set.",
+        ".jsonl/.csv, any of them .gz.",
     )
-    g.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "devign", "codexglue", "juliet", "jsonl", "csv", "hf"],
-        help="input format ('hf' loads CodeXGLUE from the Hugging Face hub; needs network)",
-    )
-    g.add_argument("--codexglue-splits", metavar="DIR", help="dir with train/valid/test.txt")
-    g.add_argument(
-        "--split-strategy",
-        default="auto",
-        choices=["auto", "codexglue", "explicit", "random", "project", "group", "time"],
-        help="auto: codexglue with --codexglue-splits, explicit with SPLIT= inputs, else random",
-    )
-    g.add_argument(
-        "--split-ratios", nargs=3, type=float, default=(0.8, 0.1, 0.1), metavar=("TR", "VA", "TE")
-    )
-    g.add_argument("--seed", type=int, default=42, help="seed for splits and synthetic data")
-    g.add_argument("--dedup", default="normalized", choices=["none", "exact", "normalized"])
-    g.add_argument(
-        "--juliet-text-field",
-        default="func_anon",
-        choices=["func_anon", "func"],
-        help="Juliet text; 'func' leaks labels through names and comments",
-    )
-    g.add_argument("--func-field", default="func", help="generic JSONL/CSV: source field")
-    g.add_argument("--label-field", default="target", help="generic JSONL/CSV: 0/1 label field")
-    g.add_argument("--id-field", default=None, help="generic JSONL/CSV: record id field")
-    g.add_argument("--max-records", type=int, default=None, help="read at most N per input")
-    g.add_argument(
-        "--synthetic-pairs-per-cwe", type=int, default=40, help="embedded synthetic data size"
-    )
+    add_config_flags(g, DataConfig, "data", exclude=DEMO_EXCLUDED if demo else (),
+                     names={"inputs": "--input"})  # fmt: skip
+    if not demo:
+        add_config_flags(
+            p.add_argument_group("fields of a generic JSONL/CSV file (FieldMap)"),
+            FieldMap, "fields", flag=_fieldmap_flag,
+        )  # fmt: skip
 
 
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("preprocessing")
-    g.add_argument(
-        "--tokenizer",
-        default=None,
-        help="HF tokenizer name or dir (e.g. microsoft/codebert-base); default: train a "
-        "byte-level BPE on the train split",
-    )
-    g.add_argument("--vocab-size", type=int, default=8000, help="vocabulary of a trained BPE")
-    g.add_argument("--max-seq-len", type=int, default=512, help="tokens incl. <s> and </s>")
-    g.add_argument(
-        "--trimming", default="vulnerability_aware", choices=["vulnerability_aware", "head"]
-    )
-    g.add_argument("--language", default="auto", choices=["auto", "c", "cpp"])
-    g.add_argument("--max-func-chars", type=int, default=1_000_000, help="reject longer ones")
-    g.add_argument("--max-nodes", type=int, default=20_000, help="cut larger AST graphs")
-    g.add_argument("--workers", type=int, default=0, help="worker processes; 0 = all cores")
-    g.add_argument(
-        "--gnn-memory-budget-mb",
-        type=float,
-        default=2048.0,
-        help="memory budget for the recommended GNN batch size",
-    )
-    g.add_argument("--quick-test", action="store_true", help="at most 300 records per input")
+    g = p.add_argument_group("preprocessing (PreprocessConfig)")
+    add_config_flags(g, PreprocessConfig, "prep")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
-    from streamguard_core.config import DataConfig, FieldMap, PreprocessConfig
-
-    data = DataConfig(
-        inputs=args.input,
-        format=args.format,
-        fields=FieldMap(func=args.func_field, label=args.label_field, id=args.id_field),
-        juliet_text_field=args.juliet_text_field,
-        codexglue_splits=args.codexglue_splits,
-        split_strategy=args.split_strategy,
-        split_ratios=tuple(args.split_ratios),
-        seed=args.seed,
-        dedup=args.dedup,
-        synthetic_pairs_per_cwe=args.synthetic_pairs_per_cwe,
-        max_records=args.max_records,
+def preprocess_configs(args: argparse.Namespace) -> tuple[DataConfig, PreprocessConfig]:
+    """The data and preprocessing configs of a ``data preprocess``/``demo`` command line."""
+    data = DataConfig.model_validate(
+        {**config_values(args, "data"), "fields": config_values(args, "fields")}
     )
-    prep = PreprocessConfig(
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        max_seq_len=args.max_seq_len,
-        trimming=args.trimming,
-        language=args.language,
-        max_func_chars=args.max_func_chars,
-        max_nodes=args.max_nodes,
-        workers=args.workers,
-        gnn_memory_budget_mb=args.gnn_memory_budget_mb,
-        quick_test=args.quick_test,
-    )
-    return data, prep
+    return data, PreprocessConfig.model_validate(config_values(args, "prep"))
 
 
-def _summary(meta: dict[str, Any], out_dir: Path) -> str:
-    c, ast, trim = meta["counts"], meta["ast"], meta["trimming"]
-    stats = meta["graph_stats"]["all"]
+def _summary(meta: DatasetMetadata, out_dir: Path) -> str:
+    c, ast = meta.counts, meta.ast
+    stats = meta.graph_stats.get("all", {})
     lines = [
         f"processed data set: {out_dir}",
-        f"  read {c['read']:,} = kept {c['kept']:,} + rejected {c['rejected']:,} "
-        f"+ deduplicated {c['deduplicated']:,}",
-        "  kept per split: " + ", ".join(f"{k} {v:,}" for k, v in c["kept_per_split"].items()),
-        f"  split strategy: {meta['split_strategy']}",
+        f"  read {c.read:,} = kept {c.kept:,} + rejected {c.rejected:,} "
+        f"+ deduplicated {c.deduplicated:,}",
+        "  kept per split: " + ", ".join(f"{k} {v:,}" for k, v in c.kept_per_split.items()),
+        f"  split strategy: {meta.split_strategy}",
         f"  AST success {ast['success_rate']:.1%} (clean {ast['clean_rate']:.1%}, "
         f"fallback graphs {ast['fallback']:,})",
-        f"  trimmed {trim['trimmed']:,} functions to {trim['max_seq_len']} tokens",
+        f"  trimmed {meta.trimming['trimmed']:,} functions to "
+        f"{meta.config.preprocess.max_seq_len} tokens",
         f"  graph nodes mean {stats.get('nodes_mean', 0)} p95 {stats.get('nodes_p95', 0)} "
         f"max {stats.get('nodes_max', 0)}; recommended GNN batch size "
-        f"{meta['gnn_batch_size']['recommended_batch_size']}",
-        f"  {meta['functions_per_s']:,} functions/s ({meta['timings']['total_s']} s, "
-        f"{meta['workers']} workers)",
+        f"{meta.gnn_batch_size.get('recommended_batch_size')}",
+        f"  {meta.functions_per_s or 0:,} functions/s ({meta.timings.get('total_s')} s, "
+        f"{meta.workers} workers)",
     ]
-    if c["rejected"]:
-        lines.append(
-            f"  rejects by reason: {c['rejected_by_reason']} -> {out_dir / 'rejects.jsonl'}"
-        )
-    lines += [f"  warning: {w}" for w in meta["warnings"]]
+    if c.rejected:
+        lines.append(f"  rejects by reason: {c.rejected_by_reason} -> {out_dir / 'rejects.jsonl'}")
+    lines += [f"  warning: {w}" for w in meta.warnings]
     return "\n".join(lines)
+
+
+def _preprocess(data: DataConfig, prep: PreprocessConfig, out_dir: Path, progress: bool
+                ) -> DatasetMetadata:  # fmt: skip
+    """Run the preprocessing and read back the typed metadata it wrote."""
+    from streamguard_core.preprocess.dataset import ProcessedDataset
+    from streamguard_core.preprocess.run import preprocess
+
+    preprocess(data, prep, out_dir, show_progress=progress)
+    return ProcessedDataset(out_dir).metadata
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
     """streamguard data preprocess."""
-    from streamguard_core.preprocess.run import preprocess
-
-    data, prep = _configs(args)
+    data, prep = preprocess_configs(args)
     out_dir = Path(args.output_dir)
-    meta = preprocess(data, prep, out_dir, show_progress=not args.no_progress)
-    print(_summary(meta, out_dir))
+    print(_summary(_preprocess(data, prep, out_dir, not args.no_progress), out_dir))
     return EXIT_OK
 
 
@@ -173,23 +291,21 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """streamguard data stats."""
-    from streamguard_core.preprocess.dataset import load_metadata
+    from streamguard_core.preprocess.dataset import ProcessedDataset
     from streamguard_core.preprocess.run import recommend_batch_size
 
-    meta = load_metadata(args.data_dir)
-    stats = meta["graph_stats"]
-    budget = args.memory_budget_mb or meta["gnn_batch_size"]["memory_budget_mb"]
+    meta = ProcessedDataset(args.data_dir).metadata
+    gnn = GNNConfig.model_validate(config_values(args, "gnn"))
+    stats = meta.graph_stats
+    budget = args.memory_budget_mb or meta.config.preprocess.gnn_memory_budget_mb
     sizing = recommend_batch_size(
-        stats["all"].get("nodes_p95", 0.0),
-        stats["all"].get("edges_p95", 0.0),
-        budget,
-        args.hidden_dim,
-        args.num_layers,
-    )
+        stats["all"].get("nodes_p95", 0.0), stats["all"].get("edges_p95", 0.0), budget,
+        gnn.hidden_dim, gnn.num_layers,
+    )  # fmt: skip
     report = {
-        "counts": meta["counts"],
-        "ast": meta["ast"],
-        "trimming": meta["trimming"],
+        "counts": meta.counts.model_dump(mode="json"),
+        "ast": meta.ast,
+        "trimming": meta.trimming,
         "graph_stats": stats,
         "gnn_batch_size": sizing,
     }
@@ -206,175 +322,287 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 )
         print(
             f"  recommended GNN batch size {sizing['recommended_batch_size']} for "
-            f"{budget:g} MB (hidden {args.hidden_dim}, {args.num_layers} layers)"
+            f"{budget:g} MB (hidden {gnn.hidden_dim}, {gnn.num_layers} layers)"
         )
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """streamguard demo: the main job on the embedded synthetic data (no files, GPU or cloud)."""
-    from streamguard_core.preprocess.run import preprocess
-
-    args.input = []
-    data, prep = _configs(args)
+    """streamguard demo: the data stages on the embedded synthetic data (no files, GPU or cloud)."""
+    data, prep = preprocess_configs(args)
     out_dir = Path(args.output_dir)
     print(
         "[1/3] synthesize: embedded CWE-template generator "
-        f"({args.synthetic_pairs_per_cwe} pairs per CWE, seed {args.seed})"
+        f"({data.synthetic_pairs_per_cwe} pairs per CWE, seed {data.seed})"
     )
     print("[2/3] preprocess: split, dedup, tree-sitter graphs, BPE tokens, trimming")
-    meta = preprocess(data, prep, out_dir, show_progress=not args.no_progress)
+    meta = _preprocess(data, prep, out_dir, not args.no_progress)
     print("[3/3] stats")
     print(_summary(meta, out_dir))
-    print(f"metadata: {out_dir / 'preprocessing_metadata.json'}")
+    print(f"metadata: {out_dir / METADATA_FILE}")
     return EXIT_OK
 
 
-def cmd_train_baseline(args: argparse.Namespace) -> int:
-    """streamguard train baseline."""
-    from streamguard_core.evaluation.metrics import classification_metrics
-    from streamguard_core.io import atomic_write_json
-    from streamguard_core.models.baseline import BaselineConfig, BaselineDetector
-    from streamguard_core.models.registry import load_labelled
-
-    train, _ = load_labelled(args.train_data)
-    valid, _ = load_labelled(args.val_data)
-    config = BaselineConfig(ngram_max=args.ngram_max, min_df=args.min_df, C=args.C, seed=args.seed)
-    det = BaselineDetector(config)
-    valid_metrics = det.fit(
-        [r.func for r in train],
-        [r.label for r in train],
-        [r.func for r in valid],
-        [r.label for r in valid],
-    )
-    out = Path(args.output_dir)
-    results: dict[str, Any] = {"valid": valid_metrics}
-    if args.test_data:
-        test, _ = load_labelled(args.test_data)
-        results["test"] = classification_metrics(
-            [r.label for r in test], det.predict_proba([r.func for r in test]), det.threshold
-        )
-    det.save(out / "model", extra_card={"metrics": results})
-    atomic_write_json(out / "metrics.json", results)
-    atomic_write_json(
-        out / "exp_config.json",
-        {
-            "model": config.model_dump(mode="json"),
-            "train_data": args.train_data,
-            "val_data": args.val_data,
-            "test_data": args.test_data,
-        },
-    )
-    for split, m in results.items():
-        print(
-            f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc "
-            f"{m['roc_auc'] if m['roc_auc'] is None else round(m['roc_auc'], 4)}  "
-            f"(threshold {m['threshold']:.3f}, n={m['n']})"
-        )
-    print(f"model: {out / 'model'}")
-    return EXIT_OK
+# --------------------------------------------------------------------------- train
 
 
-def cmd_train_neural(args: argparse.Namespace) -> int:
-    """streamguard train gnn|transformer."""
-    from streamguard_core.data.loaders import DataError
-    from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE, CollapseError
-    from streamguard_core.training.loop import TrainConfig
-    from streamguard_core.training.run import RunExistsError, train_neural
+def _read_job_file(path: str | Path) -> dict[str, Any]:
+    """A job file as a mapping: a complete :class:`TrainJobSpec` (an earlier run's
+    ``exp_config.json`` too) goes through ``load_spec``; a template may lack the paths."""
+    from streamguard_core.training.job import load_spec
 
-    kind = args.model_kind
-    if kind == "gnn":
-        from streamguard_core.models.gnn import GNNConfig
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise UsageError(f"--config {path}: cannot read a job spec: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {path}: expected a mapping (a TrainJobSpec), got {raw!r}")
+    if "data_dir" in raw and "run_dir" in raw:
+        return load_spec(path).model_dump(mode="json")
+    return raw
 
-        model_cfg: Any = GNNConfig(
-            arch=args.arch, hidden_dim=args.hidden_dim, num_layers=args.num_layers,
-            dropout=args.dropout,
-        )  # fmt: skip
+
+def _with_train_kind(argv: list[str]) -> list[str]:
+    """``train --config FILE [KIND] ...``: as ``train KIND --config FILE ...``, KIND defaulting
+    to the file's model kind, so that the kind's flags apply."""
+    if len(argv) < 2 or argv[0] != "train":
+        return argv
+    rest = argv[1:]
+    if rest[0] == "--config" and len(rest) >= 2:
+        config, tail = rest[1], rest[2:]
+    elif rest[0].startswith("--config="):
+        config, tail = rest[0].partition("=")[2], rest[1:]
     else:
-        from streamguard_core.models.transformer import TransformerConfig
-
-        model_cfg = TransformerConfig(
-            model_name_or_path=args.model, hidden_size=args.hidden_dim,
-            num_layers=args.num_layers, dropout=args.dropout, max_seq_len=args.max_seq_len,
-        )  # fmt: skip
-    cfg = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        accumulation_steps=args.accumulation_steps, mixed_precision=args.mixed_precision,
-        early_stopping_patience=args.early_stopping_patience, use_weights=args.use_weights,
-        seed=args.seed, checkpoint_every_steps=args.checkpoint_every_steps,
-        max_steps_per_epoch=8 if args.quick_test else None, num_threads=args.num_threads,
-        lr_finder=args.lr_finder, lr_finder_steps=args.lr_finder_steps,
-        lr_cache_dir=args.lr_cache_dir, auto_batch_size=args.auto_batch_size,
-        memory_budget_mb=args.memory_budget_mb,
-    )  # fmt: skip
-    try:
-        data_dir = _training_data(args)
-    except (DataError, ValueError) as exc:
-        print(f"streamguard: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        results = train_neural(kind, model_cfg, cfg, data_dir, args.output_dir, args.resume,
-                               args.device)  # fmt: skip
-    except CollapseError as exc:
-        print(f"streamguard: training collapsed: {exc.event.reason}: {exc.event.detail}; "
-              f"see {Path(args.output_dir) / 'collapse_report.json'}", file=sys.stderr)  # fmt: skip
-        return COLLAPSE_EXIT_CODE
-    except RunExistsError as exc:
-        print(f"streamguard: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    for split, m in results.items():
-        print(f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc {m['roc_auc']}")
-    print(f"model: {Path(args.output_dir) / 'model'}")
-    return EXIT_OK
+        return argv
+    if tail and tail[0] in MODEL_KINDS:
+        return ["train", tail[0], "--config", config, *tail[1:]]
+    kind = (_read_job_file(config).get("model") or {}).get("kind")
+    return ["train", kind, "--config", config, *tail] if kind in MODEL_KINDS else argv
 
 
-def _training_data(args: argparse.Namespace) -> Path:
-    """The processed data set to train on: --data, or --train/--val/--test-data resolved.
+def _merged_model(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` (a model config mapping) updated with ``overrides``.
+
+    A base value the config would derive by itself anyway (a transformer's ``num_heads`` and
+    ``intermediate_size`` follow ``hidden_size``) is dropped, so that it follows the overrides:
+    ``--hidden-size 64`` on an earlier run's spec gets the 64-wide shape, not the old one.
+    """
+    if not overrides:
+        return dict(base)
+    kept: dict[str, Any] = {}
+    for key, value in base.items():
+        if key in overrides:
+            continue
+        try:
+            derived = model_config_for({k: v for k, v in base.items() if k != key})
+        except ValidationError:
+            kept[key] = value
+            continue
+        if derived.model_dump(mode="json").get(key) != value:
+            kept[key] = value
+    return {**kept, **overrides}
+
+
+def _data_source(args: argparse.Namespace, run_dir: str, file_data_dir: str | None
+                 ) -> tuple[str, list[str] | None]:  # fmt: skip
+    """The data set to train on and, for raw files, the inputs to preprocess into it.
 
     Processed split directories (``DIR/train`` + ``DIR/valid``) resolve to their common parent;
-    raw files are preprocessed (explicit splits) into ``OUTPUT/data`` unless that already holds
-    the same files' processed set (a resumed run).
+    raw files become ``RUN_DIR/data`` (their split given by the flag).
     """
-    from streamguard_core.config import DataConfig, PreprocessConfig
-    from streamguard_core.data.loaders import DataError
-    from streamguard_core.preprocess.run import preprocess
-
-    split_args = {"train": args.train_data, "valid": args.val_data, "test": args.test_data}
+    given = {split: Path(path) for split, path in
+             (("train", args.train_data), ("valid", args.val_data), ("test", args.test_data))
+             if path}  # fmt: skip
     if args.data:
-        if args.train_data or args.val_data or args.test_data:
-            raise ValueError("give either --data or --train-data/--val-data/--test-data, not both")
-        return Path(args.data)
+        if given:
+            raise UsageError("give either --data or --train-data/--val-data/--test-data, not both")
+        return str(args.data), None
+    if not given and file_data_dir:
+        return file_data_dir, None
     if not (args.train_data and args.val_data):
-        raise ValueError("give --data DIR, or --train-data and --val-data (and --test-data)")
-    given = {k: Path(v) for k, v in split_args.items() if v}
+        raise UsageError("give --data DIR, or --train-data and --val-data (and --test-data)")
     if all((p / "records.jsonl").exists() for p in given.values()):
         parents = {p.resolve().parent for p in given.values()}
         if len(parents) != 1 or any(p.name != k for k, p in given.items()):
-            raise ValueError(
+            raise UsageError(
                 "processed splits must be DIR/train, DIR/valid (and DIR/test) of one data set"
             )
-        return parents.pop()
+        return str(parents.pop()), None
     for path in given.values():
         if not path.is_file():
-            raise DataError(f"{path}: no such file (expected a raw input file or DIR/<split>)")
-    out = Path(args.output_dir) / "data"
-    inputs = [f"{split}={path}" for split, path in given.items()]
-    meta_file = out / "preprocessing_metadata.json"
-    if (
-        meta_file.exists()
-        and json.loads(meta_file.read_text())["config"]["data"]["inputs"] == inputs
-    ):
-        print(f"using the processed data already in {out}")
-        return out
+            raise UsageError(f"{path}: no such file (expected a raw input file or DIR/<split>)")
+    return str(Path(run_dir) / "data"), [f"{split}={path}" for split, path in given.items()]
+
+
+def build_job(args: argparse.Namespace) -> tuple[TrainJobSpec, list[str] | None]:
+    """The job a ``train`` command line describes: the ``--config`` file, then the flags.
+
+    Returns:
+        The validated spec and, when raw files were given, the inputs to preprocess into
+        ``spec.data_dir`` first.
+
+    Raises:
+        UsageError: no model kind, output directory or data.
+        ValidationError: the merged settings are invalid (the field is named).
+    """
+    kind = getattr(args, "model_kind", None)
+    if kind is None:  # `train --config FILE` whose model kind is missing or unknown
+        raise UsageError(
+            f"give a model KIND ({', '.join(MODEL_KINDS)}), or a --config job file whose "
+            "model.kind is one of them"
+        )
+    base = _read_job_file(args.config) if args.config else {}
+    model = dict(base.get("model") or {})
+    if model.get("kind", kind) != kind:
+        raise UsageError(f"--config {args.config} holds a {model['kind']} model, not {kind}")
+    model["kind"] = kind
+    train_flags = config_values(args, "train")
+    if args.quick_test:
+        train_flags.setdefault("max_steps_per_epoch", QUICK_TEST_STEPS)
+    run_dir = args.output_dir or base.get("run_dir")
+    if not run_dir:
+        raise UsageError("give --output-dir (or a --config job file with run_dir)")
+    data_dir, inputs = _data_source(args, str(run_dir), base.get("data_dir"))
+    fields: dict[str, Any] = {
+        **base,
+        "model": _merged_model(model, config_values(args, "model")),
+        "train": {**(base.get("train") or {}), **train_flags},
+        "data_dir": data_dir,
+        "run_dir": str(run_dir),
+        **config_values(args, "spec"),
+    }
+    return TrainJobSpec.model_validate(fields), inputs
+
+
+def _preprocess_splits(inputs: list[str], spec: TrainJobSpec) -> None:
+    """Preprocess raw split files into ``spec.data_dir`` unless it already holds them."""
+    from streamguard_core.preprocess.dataset import ProcessedDataset
+
+    # a transformer sized for N positions gets N-token sequences; all else: the defaults
+    max_seq_len = getattr(spec.model, "max_seq_len", None)
+    prep = PreprocessConfig(**({"max_seq_len": max_seq_len} if max_seq_len else {}))
+    data = DataConfig(inputs=inputs, split_strategy="explicit")
+    out = Path(spec.data_dir)
+    if (out / METADATA_FILE).exists():
+        built = ProcessedDataset(out).metadata.config
+        if built.data == data and built.preprocess == prep:
+            print(f"using the processed data already in {out}")
+            return
     print(f"preprocessing {', '.join(inputs)} -> {out}")
-    preprocess(
-        DataConfig(inputs=inputs, split_strategy="explicit"),
-        PreprocessConfig(max_seq_len=args.max_seq_len if args.model_kind == "transformer" else 512),
-        out,
-        show_progress=True,
+    _preprocess(data, prep, out, progress=True)
+
+
+def _print_metrics(paths: RunPaths) -> None:
+    for split, m in json.loads(paths.metrics.read_text()).items():
+        auc = m.get("roc_auc")
+        print(
+            f"{split}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  roc_auc "
+            f"{'n/a' if auc is None else f'{auc:.4f}'}  (threshold {m['threshold']:.3f}, "
+            f"n={m['n']})"
+        )
+    print(f"model: {paths.model}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """streamguard train: build the job spec, then run it through ``run_job``."""
+    spec, inputs = build_job(args)
+    if args.print_config:
+        print(spec.model_dump_json(indent=2))
+        return EXIT_OK
+    from streamguard_core.training.checkpoint import is_valid_checkpoint
+    from streamguard_core.training.job import run_job
+
+    paths = RunPaths(spec.run_dir)
+    if not args.resume and is_valid_checkpoint(paths.latest):
+        print(
+            f"streamguard: error: {paths.root} already holds a run; pass --resume to continue "
+            "it or choose a new --output-dir",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if inputs:
+        _preprocess_splits(inputs, spec)
+    status = run_job(spec, device=args.device)
+    if status.status == "completed":
+        _print_metrics(paths)
+        return EXIT_OK
+    if status.status == "collapsed":
+        print(
+            f"streamguard: training collapsed: {status.error}; see {paths.collapse_report}",
+            file=sys.stderr,
+        )
+        return COLLAPSE_EXIT_CODE
+    print(f"streamguard: error: training failed: {status.error} (log: {paths.log})",
+          file=sys.stderr)  # fmt: skip
+    return EXIT_FAILURE
+
+
+def _add_job_args(p: argparse.ArgumentParser) -> None:
+    """The flags that place one job: its file, data, output directory, seed, device."""
+    spec_fields = TrainJobSpec.model_fields
+    g = p.add_argument_group("job")
+    g.add_argument(
+        "--config", default=None, metavar="FILE",
+        help="a TrainJobSpec (JSON or YAML; an earlier run's exp_config.json works); flags "
+        "override it. data_dir/run_dir may be left out when --data/--output-dir are given.",
+    )  # fmt: skip
+    g.add_argument("--output-dir", default=None, help=spec_fields["run_dir"].description)
+    add_config_flags(g, TrainJobSpec, "spec", include=("seed",))
+    g.add_argument("--device", default=None, help="cuda, cuda:1, mps, cpu (default: the best)")
+    g.add_argument("--resume", action="store_true", help="continue from checkpoints/latest")
+    g.add_argument(
+        "--quick-test", action="store_true",
+        help=f"cut every epoch to {QUICK_TEST_STEPS} optimizer steps (train.max_steps_per_epoch)",
+    )  # fmt: skip
+    g.add_argument(
+        "--print-config", action="store_true",
+        help="print the job spec as JSON and exit (start a job file from flags)",
+    )  # fmt: skip
+    src = p.add_argument_group(
+        "data (--data, or --train-data and --val-data)",
+        "Raw files (Devign/CodeXGLUE/Juliet/JSONL/CSV, .gz ok) are preprocessed with their "
+        "split given by the flag into OUTPUT/data first (PreprocessConfig defaults; a "
+        "transformer's max_seq_len when set); processed split directories (DIR/train) are "
+        "used as they are.",
     )
-    return out
+    src.add_argument("--data", default=None, help=spec_fields["data_dir"].description)
+    src.add_argument("--train-data", default=None, help="raw train file or DIR/train")
+    src.add_argument("--val-data", default=None, help="raw validation file or DIR/valid")
+    src.add_argument("--test-data", default=None, help="raw test file or DIR/test (optional)")
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train",
+        help="train a detector (one job: model x training settings x seed)",
+        description="Train one model. `streamguard train KIND [flags]`, or `streamguard train "
+        "--config job.yaml [flags]` (the kind comes from the file). Every model and training "
+        "flag is a field of the kind's model config or of TrainConfig (see `train KIND "
+        "--help`). Writes OUTPUT/{exp_config.json, run_status.json, training_metadata.json, "
+        "training.log, checkpoints/, model/, metrics.json, predictions.jsonl}; "
+        "collapse_report.json and exit code 3 when the run collapses.",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    train.add_argument("--config", default=None, metavar="FILE", help="a TrainJobSpec file")
+    train.set_defaults(func=cmd_train, model_kind=None)
+    kinds = train.add_subparsers(dest="model_kind", metavar="KIND")
+    for kind in MODEL_KINDS:
+        model_cls = type(model_config_for(kind))
+        summary = (model_cls.__doc__ or kind).strip().splitlines()[0]
+        p = kinds.add_parser(kind, help=summary, description=summary,
+                             formatter_class=_Formatter, allow_abbrev=False)  # fmt: skip
+        _add_job_args(p)
+        add_config_flags(p.add_argument_group(f"model ({model_cls.__name__})"), model_cls,
+                         "model", exclude=("kind",))  # fmt: skip
+        # train.seed is the job's seed (--seed): TrainJobSpec copies it in
+        add_config_flags(p.add_argument_group("training (TrainConfig)"), TrainConfig, "train",
+                         exclude=("seed",))  # fmt: skip
+        p.set_defaults(func=cmd_train)
+
+
+# --------------------------------------------------------------------------- evaluate, preflight
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -409,30 +637,102 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _chosen_models(plan: TrainingPlan, names: str) -> Iterator[Any]:
+    """``--models``: each entry a run name of the plan, else a kind (the plan's models of
+    that kind, or the kind's defaults when the plan has none)."""
+    for token in (t.strip() for t in names.split(",")):
+        if not token:
+            continue
+        if token in plan.names:
+            yield plan.model(token)
+            continue
+        if token not in MODEL_KINDS:
+            raise UsageError(
+                f"--models: {token!r} is neither a model of the plan ({', '.join(plan.names)}) "
+                f"nor a model kind ({', '.join(MODEL_KINDS)})"
+            )
+        of_kind = [m for m in plan.models if m.kind == token]
+        yield from of_kind or [model_config_for(token)]
+
+
+def preflight_plan(args: argparse.Namespace) -> TrainingPlan:
+    """The plan a ``preflight`` command line checks: a pipeline preset's plan, a plan file or
+    the defaults, narrowed by --models and with --seeds and the training flags applied."""
+    if args.config:
+        plan = load_yaml(args.config, PipelineConfig).plan
+    elif args.plan:
+        plan = load_yaml(args.plan, TrainingPlan)
+    else:
+        plan = TrainingPlan()
+    models = list(_chosen_models(plan, args.models)) if args.models else plan.models
+    return TrainingPlan.model_validate({
+        "models": models,
+        "seeds": config_values(args, "plan").get("seeds", plan.seeds),
+        "train": {**plan.train.model_dump(exclude_unset=True), **config_values(args, "train")},
+    })  # fmt: skip
+
+
 def cmd_preflight(args: argparse.Namespace) -> int:
     """streamguard preflight: go/no-go checks before a long training run (exit 0 go, 1 no-go)."""
+    import inspect
+
     from streamguard_core.training.preflight import run_preflight
 
-    hidden: dict[str, int] = {}
-    for part in (args.hidden_dim or "").split(","):
-        kind, _, value = part.strip().rpartition("=")
-        if value:
-            for k in [kind.strip()] if kind else ["gnn", "transformer"]:
-                hidden[k] = int(value)
+    plan = preflight_plan(args)
+    options = config_values(args, "preflight")
+    output = options.get("output", inspect.signature(run_preflight).parameters["output"].default)
     try:
-        report = run_preflight(
-            args.data, [m.strip() for m in args.models.split(",") if m.strip()],
-            batch_size=args.batch_size, max_seq_len=args.max_seq_len, hidden_dims=hidden,
-            device=args.device, lr_cache_dir=args.lr_cache_dir, output=args.output,
-            overfit_steps=args.overfit_steps, memory_capacity_mb=args.memory_capacity_mb,
-            seed=args.seed, num_threads=args.num_threads, echo=print,
-        )  # fmt: skip
+        report = run_preflight(args.data, plan, device=args.device, echo=print, **options)
     except OSError as exc:
         print(f"streamguard: error: cannot write the preflight report: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"report: {args.output}")
+    print(f"report: {output}")
     print("GO" if report["go"] else "NO-GO")
     return EXIT_OK if report["go"] else EXIT_FAILURE
+
+
+def _add_preflight_parser(sub: argparse._SubParsersAction) -> None:
+    pf = sub.add_parser(
+        "preflight",
+        help="go/no-go checks of exactly the planned models before a long training run",
+        description="Check the device, the processed data set, that each planned model can "
+        "overfit 32 training examples through the real fit() path, that a batch of the largest "
+        "examples fits in memory, that the LR cache is writable and that there is disk space. "
+        "The plan comes from --config (a pipeline preset), --plan (a TrainingPlan YAML) or the "
+        "defaults; --models narrows it and the training flags override its train settings. "
+        "Writes --output (JSON) and prints one line per check, then GO or NO-GO. Exit code 0 "
+        "go, 1 no-go (warnings do not block).",
+        formatter_class=_Formatter,
+        allow_abbrev=False,
+    )
+    pf.add_argument("--data", required=True, help="processed data set directory")
+    source = pf.add_mutually_exclusive_group()
+    source.add_argument("--config", default=None, metavar="FILE",
+                        help="a PipelineConfig YAML (a preset): check its plan")  # fmt: skip
+    source.add_argument("--plan", default=None, metavar="FILE", help="a TrainingPlan YAML")
+    pf.add_argument(
+        "--models", default=None, metavar="NAME|KIND,...",
+        help="check only these models: run names of the plan, or kinds (a kind the plan lacks "
+        "gets its defaults)",
+    )  # fmt: skip
+    add_config_flags(pf, TrainingPlan, "plan", include=("seeds",))
+    pf.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
+    g = pf.add_argument_group("checks (default: run_preflight's)")
+    g.add_argument("--output", dest="preflight.output", default=argparse.SUPPRESS,
+                   help="report path")  # fmt: skip
+    g.add_argument("--overfit-steps", dest="preflight.overfit_steps", type=int,
+                   default=argparse.SUPPRESS, help="most smoke-test steps per model")  # fmt: skip
+    g.add_argument(
+        "--memory-capacity-mb", dest="preflight.memory_capacity_mb", type=float,
+        default=argparse.SUPPRESS,
+        help="memory capacity override (default: GPU total memory, else available RAM)",
+    )  # fmt: skip
+    add_config_flags(pf.add_argument_group("training (TrainConfig) overrides of the plan"),
+                     TrainConfig, "train", exclude=("seed",))  # fmt: skip
+    pf.set_defaults(func=cmd_preflight)
+
+
+# --------------------------------------------------------------------------- parser, main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,9 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamguard",
         description="StreamGuard: train and run function-level vulnerability detectors for "
-        "C/C++.\n\nExit codes: 0 ok, 1 failure (bad data, missing input), 2 usage error, "
-        "3 training collapsed.",
+        "C/C++.\n\nExit codes: 0 ok, 1 failure (bad data, missing input, failed run), 2 usage "
+        "error or invalid configuration, 3 training collapsed.",
         formatter_class=_Formatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -460,20 +761,23 @@ def build_parser() -> argparse.ArgumentParser:
         "tokenizer (offsets kept), trim long functions around risky constructs, and write a "
         "self-describing data set with preprocessing_metadata.json.",
         formatter_class=_Formatter,
+        allow_abbrev=False,
     )
     pre.add_argument("--output-dir", required=True, help="where the processed data set goes")
     _add_data_args(pre)
     _add_preprocess_args(pre)
     pre.set_defaults(func=cmd_preprocess)
 
+    data_fields = DataConfig.model_fields
     syn = dsub.add_parser(
         "synthesize",
         help="write the seeded synthetic CWE data set as JSONL",
         formatter_class=_Formatter,
     )
     syn.add_argument("--output", required=True, help="output .jsonl (or .jsonl.gz)")
-    syn.add_argument("--pairs-per-cwe", type=int, default=40)
-    syn.add_argument("--seed", type=int, default=42)
+    syn.add_argument("--pairs-per-cwe", type=int,
+                     default=data_fields["synthetic_pairs_per_cwe"].default)  # fmt: skip
+    syn.add_argument("--seed", type=int, default=data_fields["seed"].default)
     syn.add_argument("--cwes", default=None, help="comma-separated subset, e.g. CWE-121,CWE-416")
     syn.set_defaults(func=cmd_synthesize)
 
@@ -481,98 +785,16 @@ def build_parser() -> argparse.ArgumentParser:
         "stats",
         help="graph statistics and a GNN batch size for a memory budget",
         formatter_class=_Formatter,
+        allow_abbrev=False,
     )
     st.add_argument("data_dir", help="a processed data set directory")
-    st.add_argument("--memory-budget-mb", type=float, default=None, help="default: as processed")
-    st.add_argument("--hidden-dim", type=int, default=256)
-    st.add_argument("--num-layers", type=int, default=4)
+    st.add_argument("--memory-budget-mb", type=float, default=None,
+                    help="default: the data set's gnn_memory_budget_mb")  # fmt: skip
+    add_config_flags(st, GNNConfig, "gnn", include=("hidden_dim", "num_layers"))
     st.add_argument("--json", action="store_true", help="print JSON")
     st.set_defaults(func=cmd_stats)
 
-    train = sub.add_parser("train", help="train a detector", formatter_class=_Formatter)
-    tsub = train.add_subparsers(dest="model_kind", metavar="KIND", required=True)
-    base = tsub.add_parser(
-        "baseline",
-        help="TF-IDF (code token n-grams) + logistic regression, the bar every model must clear",
-        description="Fit on --train-data, tune the decision threshold for vulnerable-class F1 on "
-        "--val-data, score --test-data. Data: a processed split directory (DIR/train) or any raw "
-        "input file (Devign/CodeXGLUE/Juliet/JSONL/CSV, .gz ok). Writes OUTPUT/model/ "
-        "(model_card.json, vocabulary.json, weights.npz; no pickle), metrics.json, "
-        "exp_config.json. (The transformer and GNN kinds arrive with the training engine.)",
-        formatter_class=_Formatter,
-    )
-    base.add_argument("--train-data", required=True)
-    base.add_argument("--val-data", required=True)
-    base.add_argument("--test-data", default=None)
-    base.add_argument("--output-dir", required=True)
-    base.add_argument("--ngram-max", type=int, default=2)
-    base.add_argument("--min-df", type=int, default=2)
-    base.add_argument("--C", type=float, default=1.0, help="inverse regularisation strength")
-    base.add_argument("--seed", type=int, default=42)
-    base.set_defaults(func=cmd_train_baseline)
-
-    for kind, help_text in (
-        ("gnn", "4-layer GCN (or GGNN) over the AST graphs of a processed data set"),
-        ("transformer", "RoBERTa classifier: 'tiny' from scratch (offline) or a HF name/dir"),
-    ):
-        p = tsub.add_parser(
-            kind,
-            help=help_text,
-            description=f"{help_text}. --data is a directory written by `streamguard data "
-            "preprocess`. Writes OUTPUT/{exp_config.json, training_metadata.json, training.log, "
-            "checkpoints/{latest,best,epoch_<k>}, model/, metrics.json, predictions.jsonl}; "
-            "collapse_report.json and exit code 3 when the run collapses.",
-            formatter_class=_Formatter,
-        )
-        src = p.add_argument_group(
-            "data (either --data, or --train-data and --val-data)",
-            "Raw files (Devign/CodeXGLUE/Juliet/JSONL/CSV, .gz ok) are preprocessed with "
-            "their split given by the flag into OUTPUT/data first (BPE trained on the train "
-            "file, --max-seq-len tokens); processed split directories (DIR/train) are used as is.",
-        )
-        src.add_argument("--data", default=None, help="processed data set directory")
-        src.add_argument("--train-data", default=None, help="raw train file or DIR/train")
-        src.add_argument("--val-data", default=None, help="raw validation file or DIR/valid")
-        src.add_argument("--test-data", default=None, help="raw test file or DIR/test (optional)")
-        p.add_argument("--output-dir", required=True)
-        p.add_argument("--epochs", type=int, default=10)
-        p.add_argument("--batch-size", type=int, default=32)
-        p.add_argument("--lr", type=float, default=None, help="default: 2.5e-5 / 5e-4 by kind")
-        p.add_argument("--lr-finder", action="store_true", help="without --lr: LR range test")
-        p.add_argument("--lr-finder-steps", type=int, default=100)
-        p.add_argument("--lr-cache-dir", default="~/.cache/streamguard/lr")
-        p.add_argument(
-            "--auto-batch-size",
-            action="store_true",
-            help="GNN: from graph statistics; transformer: CUDA probe",
-        )
-        p.add_argument(
-            "--memory-budget-mb",
-            type=float,
-            default=None,
-            help="for --auto-batch-size (default: 80%% of GPU memory, else 2048)",
-        )
-        p.add_argument("--weight-decay", type=float, default=0.01)
-        p.add_argument("--warmup-ratio", type=float, default=0.1)
-        p.add_argument("--accumulation-steps", type=int, default=1)
-        p.add_argument("--mixed-precision", default="auto", choices=["auto", "off", "fp16", "bf16"])
-        p.add_argument("--early-stopping-patience", type=int, default=3)
-        p.add_argument("--use-weights", action="store_true", help="per-record loss weights")
-        p.add_argument("--dropout", type=float, default=0.3 if kind == "gnn" else 0.1)
-        p.add_argument("--hidden-dim", type=int, default=256 if kind == "gnn" else 128)
-        p.add_argument("--num-layers", type=int, default=4 if kind == "gnn" else 2)
-        p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--checkpoint-every-steps", type=int, default=50)
-        p.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
-        p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: best)")
-        p.add_argument("--quick-test", action="store_true", help="8 steps an epoch")
-        p.add_argument("--resume", action="store_true", help="continue from checkpoints/latest")
-        if kind == "gnn":
-            p.add_argument("--arch", default="gcn", choices=["gcn", "ggnn"])
-        else:
-            p.add_argument("--model", default="tiny", help="tiny, a HF name or a local dir")
-            p.add_argument("--max-seq-len", type=int, default=512)
-        p.set_defaults(func=cmd_train_neural)
+    _add_train_parser(sub)
 
     ev = sub.add_parser(
         "evaluate",
@@ -588,35 +810,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threshold", type=float, default=None, help="default: the model's own")
     ev.set_defaults(func=cmd_evaluate)
 
-    pf = sub.add_parser(
-        "preflight",
-        help="go/no-go checks before a long training run",
-        description="Check the device, the processed data set, that each model can overfit 32 "
-        "training examples, that a batch of the largest examples fits in memory, that the LR "
-        "cache is writable and that there is disk space. Writes --output (JSON) and prints one "
-        "line per check, then GO or NO-GO. Exit code 0 go, 1 no-go (warnings do not block).",
-        formatter_class=_Formatter,
-    )
-    pf.add_argument("--data", required=True, help="processed data set directory")
-    pf.add_argument("--models", default="gnn,transformer,baseline", help="kinds to check")
-    pf.add_argument("--batch-size", type=int, default=32, help="planned batch size (memory test)")
-    pf.add_argument("--max-seq-len", type=int, default=512, help="transformer position limit")
-    pf.add_argument(
-        "--hidden-dim", default=None, metavar="N|KIND=N,...",
-        help="hidden size of both neural kinds, or per kind (gnn=64,transformer=32); "
-        "default: gnn 256, transformer 128",
-    )  # fmt: skip
-    pf.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
-    pf.add_argument("--lr-cache-dir", default="~/.cache/streamguard/lr", help="LR finder cache")
-    pf.add_argument("--output", default="preflight_report.json", help="report path")
-    pf.add_argument("--overfit-steps", type=int, default=60, help="most smoke-test steps")
-    pf.add_argument(
-        "--memory-capacity-mb", type=float, default=None,
-        help="memory capacity override (default: GPU total memory, else available RAM)",
-    )  # fmt: skip
-    pf.add_argument("--seed", type=int, default=42)
-    pf.add_argument("--num-threads", type=int, default=None, help="torch CPU threads")
-    pf.set_defaults(func=cmd_preflight)
+    _add_preflight_parser(sub)
 
     from streamguard_core.aws.cost import add_cost_parser
 
@@ -627,9 +821,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the data stages on the embedded synthetic data, without Prefect: synthesize -> "
         "preprocess -> stats (the main job is `make demo`: the Prefect pipeline)",
         formatter_class=_Formatter,
+        allow_abbrev=False,
     )
     demo.add_argument("--output-dir", default="runs/demo", help="where outputs go")
-    _add_data_args(demo)
+    _add_data_args(demo, demo=True)
     _add_preprocess_args(demo)
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -637,17 +832,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    from pydantic import ValidationError
-
     from streamguard_core.data.loaders import DataError
     from streamguard_core.preprocess.tokens import TokenizerError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(_with_train_kind(argv))
         return int(args.func(args))
     except ValidationError as exc:
-        print(f"streamguard: invalid configuration: {exc}", file=sys.stderr)
+        print(_validation_message(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"streamguard: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (DataError, TokenizerError, FileNotFoundError, ValueError) as exc:
         print(f"streamguard: error: {exc}", file=sys.stderr)

@@ -139,7 +139,12 @@ class PreprocessConfig(BaseModel):
     gnn_memory_budget_mb: float = Field(
         2048.0, gt=0, description="Memory budget used to recommend a GNN batch size."
     )
-    gnn_hidden_dim: int = Field(256, ge=1, description="GNN hidden size assumed for sizing.")
+    gnn_hidden_dim: int | None = Field(
+        None,
+        ge=1,
+        description="GNN hidden size assumed for the recommended batch size (empty: "
+        "GNNConfig's default hidden_dim).",
+    )
     quick_test: bool = Field(False, description="Process at most 200 records per split.")
 
     @model_validator(mode="after")
@@ -309,7 +314,7 @@ class TrainConfig(BaseModel):
         None,
         gt=0,
         description="Learning rate. Empty: the LR finder when lr_finder is on, else the kind's "
-        "default (GNN 1e-3, tiny transformer 5e-4, pretrained transformer 2.5e-5).",
+        "default (GNN 5e-4, tiny transformer 5e-4, pretrained transformer 2.5e-5).",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps warming up.")

@@ -22,7 +22,11 @@ RECORD_FIELDS = (
 
 @dataclass(slots=True)
 class FunctionRecord:
-    """One labelled C/C++ function (label 1 = vulnerable, 0 = safe)."""
+    """One labelled C/C++ function (label 1 = vulnerable, 0 = safe).
+
+    ``weight`` is its loss weight under ``train.use_weights``: the input's weight field (see
+    ``FieldMap.weight``; loaders refuse NaN, infinite and negative values), else 1.0.
+    """
 
     id: str
     func: str

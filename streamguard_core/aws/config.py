@@ -1,11 +1,10 @@
-"""Typed settings of the SageMaker backend, the training job's hyperparameters, instance prices.
+"""Typed settings of the SageMaker backend, the training job's one hyperparameter, prices.
 
 * :class:`SageMakerConfig` what a user chooses (image, role, instance, spot, limits, budget);
   a Prefect flow takes it as a parameter, so every field has a description.
-* :class:`TrainHyperparameters` what one training job receives in
-  ``/opt/ml/input/config/hyperparameters.json``: SageMaker passes every value as a string, so
-  :meth:`TrainHyperparameters.to_sagemaker` and :meth:`TrainHyperparameters.from_sagemaker`
-  encode and decode them.
+* :func:`spec_hyperparameters` / :func:`spec_from_hyperparameters` what one training job
+  receives in ``/opt/ml/input/config/hyperparameters.json``: a single value, ``spec``, the
+  :class:`~streamguard_core.config.TrainJobSpec` as JSON (the same spec a local run takes).
 * :data:`INSTANCE_PRICES_USD_PER_HOUR` an approximate on-demand price table (override it with
   ``SageMakerConfig.prices``).
 * :func:`redact` hides secrets before a mapping is logged or saved.
@@ -19,9 +18,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # config.py imports this module: no import cycle at run time
+    from streamguard_core.config import TrainJobSpec
 
 # Approximate SageMaker *training* on-demand prices in us-east-1, USD per instance-hour. Spot
 # prices are lower and vary; the budget guard uses these as the conservative upper bound. Check
@@ -42,6 +44,10 @@ INSTANCE_PRICES_USD_PER_HOUR: dict[str, float] = {
 }
 
 MAX_RUNTIME_LIMIT_S = 28 * 24 * 3600  # SageMaker's upper bound on MaxRuntimeInSeconds
+# CreateTrainingJob's HyperParameterValue: at most 2500 characters (botocore's service model,
+# checked by tests/aws/test_config.py; the API page's prose still says 256)
+MAX_HYPERPARAMETER_CHARS = 2500
+SPEC_HYPERPARAMETER = "spec"
 REDACTED = "***"
 _SECRET_KEY = re.compile(
     r"secret|password|passwd|token|credential|private|session|access_?key|api_?key|auth",
@@ -64,6 +70,10 @@ def price_per_hour(instance_type: str, prices: Mapping[str, float] | None = None
     return float(table[instance_type])
 
 
+class HyperparameterTooLong(ValueError):
+    """A hyperparameter value is longer than SageMaker accepts."""
+
+
 def redact(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``mapping`` with every secret-looking key's value replaced by ``***``.
 
@@ -84,128 +94,64 @@ def redact(mapping: Mapping[str, Any]) -> dict[str, Any]:
     return clean(mapping)
 
 
-def parse_hyperparameter(value: Any) -> Any:
-    """Decode one SageMaker hyperparameter string: JSON first (``"3"``, ``"1e-3"``, ``"true"``,
-    ``"null"``, ``'"gnn"'``), then Python spellings (``True``, ``None``), else the string."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    python_literals = {"True": True, "False": False, "None": None, "none": None}
-    return python_literals.get(text, value)
+def spec_hyperparameters(spec: TrainJobSpec) -> dict[str, str]:
+    """The job's hyperparameters: one, ``spec``, the :class:`TrainJobSpec` as JSON.
 
+    The container maps ``data_dir`` and ``run_dir`` onto its own ``/opt/ml`` layout, so only the
+    model, train and seed parts matter; every field is sent (no defaults left to the image).
 
-ModelKind = Literal["transformer", "gnn", "baseline"]
-
-
-class TrainHyperparameters(BaseModel):
-    """Settings of one SageMaker training job (one model and seed), as hyperparameters."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: ModelKind = Field(description="Model kind to train")
-    seed: int = Field(42, description="Seed for initialisation, data order and dropout")
-    epochs: int = Field(10, ge=1, description="Most epochs (early stopping on)")
-    batch_size: int = Field(32, ge=1, description="Examples per forward pass")
-    lr: float | None = Field(None, gt=0, description="Learning rate; empty = per-model default")
-    max_steps_per_epoch: int | None = Field(
-        None, ge=1, description="Cut every epoch to N optimizer steps (quick runs)"
-    )
-    hidden_dim: int | None = Field(
-        None, ge=1, description="Hidden size; empty = the kind's default (gnn 256, tiny 128)"
-    )
-    num_layers: int | None = Field(
-        None, ge=1, description="Layers; empty = the kind's default (gnn 4, tiny transformer 2)"
-    )
-    arch: Literal["gcn", "ggnn"] = Field("gcn", description="GNN architecture")
-    node_token_dim: int | None = Field(
-        None, ge=0, description="GNN identifier-bucket embedding size; 0 ignores identifiers"
-    )
-    dropout: float | None = Field(
-        None, ge=0, lt=1, description="Dropout; empty = the kind's default (gnn 0.3, 0.1)"
-    )
-    transformer_model: str = Field(
-        "tiny", description="'tiny' (from scratch), a Hugging Face name or a local directory"
-    )
-    max_seq_len: int = Field(512, ge=16, description="Transformer position limit")
-    checkpoint_every_steps: int = Field(
-        50, ge=1, description="Optimizer steps between 'latest' checkpoints (spot resume point)"
-    )
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads")
-    mixed_precision: Literal["auto", "off", "fp16", "bf16"] = Field(
-        "auto", description="AMP on CUDA ('auto': bf16 where supported, else fp16)"
-    )
-    early_stopping_patience: int = Field(3, ge=1, description="Epochs without F1 gain")
-
-    @classmethod
-    def from_sagemaker(cls, raw: Mapping[str, Any]) -> TrainHyperparameters:
-        """Parse ``hyperparameters.json`` (all values strings); ``sagemaker_*`` keys (set by the
-        SageMaker SDK's script mode) are ignored, any other unknown key is an error."""
-        values = {
-            k: parse_hyperparameter(v) for k, v in raw.items() if not k.startswith("sagemaker_")
-        }
-        return cls.model_validate(values)
-
-    def to_sagemaker(self) -> dict[str, str]:
-        """The string map ``CreateTrainingJob`` takes (unset optional values are left out)."""
-        out: dict[str, str] = {}
-        for key, value in self.model_dump(mode="json").items():
-            if value is None:
-                continue
-            out[key] = value if isinstance(value, str) else json.dumps(value)
-        return out
-
-    def model_and_train_configs(self) -> tuple[Any, Any]:
-        """``(GNNConfig | TransformerConfig, TrainConfig)`` for a neural kind (imports torch)."""
-        from streamguard_core.training.loop import TrainConfig
-
-        model_cfg: Any
-        if self.model == "gnn":
-            from streamguard_core.models.gnn import GNNConfig
-
-            gnn: dict[str, Any] = {"arch": self.arch}
-            for key, value in (
-                ("hidden_dim", self.hidden_dim),
-                ("num_layers", self.num_layers),
-                ("dropout", self.dropout),
-                ("node_token_dim", self.node_token_dim),
-            ):
-                if value is not None:
-                    gnn[key] = value
-            model_cfg = GNNConfig(**gnn)
-        elif self.model == "transformer":
-            from streamguard_core.models.transformer import TransformerConfig, tiny_shape
-
-            tf: dict[str, Any] = {
-                "model_name_or_path": self.transformer_model,
-                "max_seq_len": self.max_seq_len,
-                # the same width rule as a local run, so one plan builds one model on both backends
-                **(tiny_shape(self.hidden_dim) if self.hidden_dim is not None else {}),
-            }
-            for key, value in (
-                ("num_layers", self.num_layers),
-                ("dropout", self.dropout),
-            ):
-                if value is not None:
-                    tf[key] = value
-            model_cfg = TransformerConfig(**tf)
-        else:
-            raise ValueError("the baseline has no neural configuration")
-        train = TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-            max_steps_per_epoch=self.max_steps_per_epoch,
-            num_threads=self.num_threads,
-            checkpoint_every_steps=self.checkpoint_every_steps,
-            mixed_precision=self.mixed_precision,
-            early_stopping_patience=self.early_stopping_patience,
+    Raises:
+        HyperparameterTooLong: the JSON is over SageMaker's limit on one value.
+    """
+    value = spec.model_dump_json()
+    if len(value) > MAX_HYPERPARAMETER_CHARS:
+        raise HyperparameterTooLong(
+            f"the job spec of {spec.name} seed {spec.seed} is {len(value):,} characters as JSON; "
+            f"SageMaker takes at most {MAX_HYPERPARAMETER_CHARS:,} per hyperparameter value "
+            "(CreateTrainingJob HyperParameters): shorten its longest strings (data_dir, "
+            "run_dir, model_name_or_path, lr_cache_dir, name)"
         )
-        return model_cfg, train
+    return {SPEC_HYPERPARAMETER: value}
+
+
+def spec_from_hyperparameters(raw: Mapping[str, Any]) -> TrainJobSpec:
+    """The :class:`TrainJobSpec` in ``hyperparameters.json`` (``sagemaker_*`` keys ignored).
+
+    The value may be the JSON itself (boto3's CreateTrainingJob) or that JSON encoded once more
+    as a JSON string (the SageMaker Python SDK encodes every value).
+
+    Raises:
+        ValueError: ``spec`` is missing or invalid, or another key is present.
+    """
+    from pydantic import ValidationError
+
+    from streamguard_core.config import TrainJobSpec
+
+    values = {k: v for k, v in raw.items() if not k.startswith("sagemaker_")}
+    unknown = sorted(set(values) - {SPEC_HYPERPARAMETER})
+    if unknown or SPEC_HYPERPARAMETER not in values:
+        problem = f"unknown key(s) {unknown}" if unknown else f"no {SPEC_HYPERPARAMETER!r}"
+        raise ValueError(
+            f"invalid hyperparameters: {problem}; a StreamGuard job takes one hyperparameter, "
+            f"{SPEC_HYPERPARAMETER!r}: the TrainJobSpec as JSON"
+        )
+    value: Any = values[SPEC_HYPERPARAMETER]
+    try:
+        while isinstance(value, str):
+            value = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid hyperparameters: {SPEC_HYPERPARAMETER} is not JSON ({exc})"
+        ) from exc
+    try:
+        return TrainJobSpec.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in (SPEC_HYPERPARAMETER, *e['loc']))}: {e['msg']}"
+            + (f" (got {e['input']!r})" if not isinstance(e.get("input"), dict) else "")
+            for e in exc.errors()
+        )
+        raise ValueError(f"invalid hyperparameters: {problems}") from exc
 
 
 class SageMakerConfig(BaseModel):
@@ -217,7 +163,11 @@ class SageMakerConfig(BaseModel):
     region: str | None = Field(None, description="AWS region; empty = the default chain's")
     image_uri: str = Field(description="ECR URI of the training image (docker/Dockerfile.train)")
     role_arn: str = Field(description="IAM role SageMaker assumes (S3 read/write on the bucket)")
-    bucket: str = Field(description="S3 bucket for data channels, checkpoints and models")
+    bucket: str | None = Field(
+        None,
+        description="S3 bucket for data channels, checkpoints and models; empty = the bucket "
+        "of the S3Bucket block the flow names (s3_bucket_block)",
+    )
     prefix: str = Field("streamguard", description="Key prefix inside the bucket")
     instance_type: str = Field("ml.g4dn.xlarge", description="Training instance type")
     instance_count: int = Field(1, ge=1, description="Instances per job")
@@ -248,8 +198,8 @@ class SageMakerConfig(BaseModel):
 
     @field_validator("bucket")
     @classmethod
-    def _bare_bucket(cls, value: str) -> str:
-        if value.startswith("s3://") or "/" in value:
+    def _bare_bucket(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("s3://") or "/" in value):
             raise ValueError("bucket is a bare bucket name (put paths in 'prefix')")
         return value
 
@@ -273,3 +223,17 @@ class SageMakerConfig(BaseModel):
     def price_per_hour(self) -> float:
         """On-demand USD per hour of one instance of ``instance_type``."""
         return price_per_hour(self.instance_type, self.prices)
+
+    def require_bucket(self) -> str:
+        """The bucket jobs use.
+
+        Raises:
+            ValueError: neither ``bucket`` nor an S3Bucket block gave one.
+        """
+        if not self.bucket:
+            raise ValueError(
+                "no S3 bucket for the SageMaker jobs: set sagemaker.bucket, or name an S3Bucket "
+                "block in s3_bucket_block (`python -m deployments.install_aws --bucket NAME` "
+                "saves one)"
+            )
+        return self.bucket

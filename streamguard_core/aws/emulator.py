@@ -50,6 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from streamguard_core.aws.config import MAX_HYPERPARAMETER_CHARS, MAX_RUNTIME_LIMIT_S
 from streamguard_core.aws.s3 import DirSync, download_prefix, parse_s3_uri
 
 log = logging.getLogger("streamguard.aws.emulator")
@@ -58,7 +59,6 @@ ACCOUNT_ID = "123456789012"
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]+$")
-MAX_RUNTIME_LIMIT_S = 28 * 24 * 3600
 TAG_INTERRUPTIONS = "streamguard:emulate-interruptions"
 TAG_INTERRUPT_AFTER = "streamguard:emulate-interrupt-after-checkpoints"
 ENTRYPOINT = [sys.executable, "-m", "streamguard_core.aws.entrypoint", "train"]
@@ -262,8 +262,10 @@ def validate_create_request(body: dict[str, Any]) -> None:
     _require(len(hps) <= 100, "at most 100 hyperparameters")
     for key, value in hps.items():
         _require(
-            isinstance(value, str) and len(value) <= 2500 and len(key) <= 256,
-            f"hyperparameter {key!r}: values are strings of at most 2500 characters",
+            isinstance(value, str) and len(value) <= MAX_HYPERPARAMETER_CHARS and len(key) <= 256,
+            f"1 validation error detected: Value at 'hyperParameters' failed to satisfy "
+            f"constraint: Map value must satisfy constraint: [Member must have length less "
+            f"than or equal to {MAX_HYPERPARAMETER_CHARS}] (key {key!r})",
         )
 
 

@@ -2,7 +2,8 @@
 
 SageMaker starts the image as ``docker run IMAGE train``; this command then::
 
-    <base>/input/config/hyperparameters.json   read: TrainHyperparameters, every value a string
+    <base>/input/config/hyperparameters.json   read: {"spec": the TrainJobSpec as JSON}; its
+                                               data_dir and run_dir are replaced by the two below
     <base>/input/data/data/                    read: the processed data set (channel 'data')
     <base>/checkpoints/run/                    the run directory; SageMaker syncs
                                                <base>/checkpoints with CheckpointConfig.S3Uri, so
@@ -19,10 +20,15 @@ SageMaker starts the image as ``docker run IMAGE train``; this command then::
 ``SM_CHANNEL_DATA``, ``SM_MODEL_DIR``, ``SM_OUTPUT_DATA_DIR`` and ``SM_NUM_GPUS`` are honoured
 when set.
 
+The job itself is :func:`streamguard_core.training.job.run_job`, the function a local run calls:
+this module only maps the ``/opt/ml`` layout onto the spec, picks the resume point, handles
+SIGTERM and publishes the result.
+
 Exit status: 0 completed or collapsed (``run_status.json`` tells which; the aggregate reports
-the collapse), 1 failed (``output/failure`` written), 143 stopped by SIGTERM after saving
-'latest' (a spot interruption or StopTrainingJob; SageMaker restarts interrupted spot jobs, and
-the restart resumes from the checkpoint).
+the collapse), 1 failed (``output/failure`` written: the run's error, or why the spec or the
+data could not be read), 143 stopped by SIGTERM after saving 'latest' (a spot interruption or
+StopTrainingJob; SageMaker restarts interrupted spot jobs, and the restart resumes from the
+checkpoint).
 """
 
 from __future__ import annotations
@@ -33,16 +39,21 @@ import os
 import shutil
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING
 
-from streamguard_core.aws.config import TrainHyperparameters
-from streamguard_core.io import atomic_write_json, atomic_write_text
+from streamguard_core.aws.config import spec_from_hyperparameters
+from streamguard_core.config import TrainJobSpec
+from streamguard_core.io import atomic_write_text
+from streamguard_core.preprocess.dataset import METADATA_FILE
+from streamguard_core.training.paths import RunPaths
+
+if TYPE_CHECKING:
+    from streamguard_core.training.job import RunStatus
 
 log = logging.getLogger("streamguard.sagemaker")
 
@@ -51,14 +62,9 @@ DEFAULT_BASE_DIR = "/opt/ml"
 DATA_CHANNEL = "data"
 EXIT_OK, EXIT_FAILURE = 0, 1
 EXIT_INTERRUPTED = 128 + int(signal.SIGTERM)
-# what the final model directory receives from the run directory
-PUBLISHED_FILES = (
-    "metrics.json",
-    "training_metadata.json",
-    "predictions.jsonl",
-    "exp_config.json",
-    "collapse_report.json",
-)
+# the RunPaths files the final model directory receives from the run directory (with model/
+# and run_status.json)
+PUBLISHED_FILES = ("metrics", "metadata", "predictions", "exp_config", "collapse_report")
 
 
 @dataclass(frozen=True)
@@ -141,27 +147,17 @@ class StopRequest:
         return self.signum is not None
 
 
-def load_hyperparameters(path: str | Path) -> TrainHyperparameters:
-    """Read and validate ``hyperparameters.json``.
+def load_spec(path: str | Path) -> TrainJobSpec:
+    """The job spec in ``hyperparameters.json`` (its ``spec`` value; ``sagemaker_*`` ignored).
 
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: a value is invalid or a key unknown.
+        ValueError: ``spec`` is missing or invalid, or the file holds another key.
     """
-    from pydantic import ValidationError
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: hyperparameters.json not found")
-    raw = json.loads(path.read_text())
-    try:
-        return TrainHyperparameters.from_sagemaker(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise ValueError(f"invalid hyperparameters: {problems}") from exc
+    return spec_from_hyperparameters(json.loads(path.read_text()))
 
 
 def _meta_step(checkpoint: Path) -> int:
@@ -202,9 +198,9 @@ def prepare_resume(run_dir: str | Path) -> Path | None:
     When ``latest`` itself is incomplete and an ``epoch_<k>`` is complete, that epoch's
     checkpoint (a full resume point) is copied into place.
     """
-    checkpoints = Path(run_dir) / "checkpoints"
+    run = RunPaths(run_dir)
+    checkpoints, latest = run.checkpoints, run.latest
     chosen = find_resume_checkpoint(checkpoints)
-    latest = checkpoints / "latest"
     if chosen is None:
         if latest.exists():
             shutil.rmtree(latest)  # incomplete: a fresh run must not trip over it
@@ -221,156 +217,63 @@ def prepare_resume(run_dir: str | Path) -> Path | None:
     return chosen
 
 
-def _train_baseline(hp: TrainHyperparameters, data_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Fit the TF-IDF baseline and write the run files a neural run writes."""
-    from streamguard_core.evaluation.metrics import classification_metrics
-    from streamguard_core.io import write_jsonl
-    from streamguard_core.models.baseline import BaselineConfig, BaselineDetector
-    from streamguard_core.models.registry import load_labelled
-
-    train, _ = load_labelled(data_dir / "train")
-    valid, _ = load_labelled(data_dir / "valid")
-    det = BaselineDetector(BaselineConfig(seed=hp.seed))
-    results: dict[str, Any] = {
-        "valid": det.fit(
-            [r.func for r in train],
-            [r.label for r in train],
-            [r.func for r in valid],
-            [r.label for r in valid],
-        )
-    }
-    scored = valid
-    if (data_dir / "test" / "records.jsonl").exists():
-        test, _ = load_labelled(data_dir / "test")
-        if test:
-            results["test"] = classification_metrics(
-                [r.label for r in test], det.predict_proba([r.func for r in test]), det.threshold
-            )
-            scored = test
-    probs = det.predict_proba([r.func for r in scored])
-    write_jsonl(
-        run_dir / "predictions.jsonl",
-        (
-            {
-                "id": r.id,
-                "label": int(r.label),
-                "probability": float(p),
-                "prediction": int(p >= det.threshold),
-            }
-            for r, p in zip(scored, probs, strict=True)
-        ),
-    )
-    if (run_dir / "model").exists():
-        shutil.rmtree(run_dir / "model")
-    det.save(run_dir / "model", extra_card={"metrics": results})
-    atomic_write_json(run_dir / "metrics.json", results)
-    atomic_write_json(
-        run_dir / "training_metadata.json",
-        {"kind": "baseline", "history": [], "device": "cpu", **det.metadata},
-    )
-    atomic_write_json(
-        run_dir / "exp_config.json",
-        {
-            "kind": "baseline",
-            "model": det.config.model_dump(mode="json"),
-            "data_dir": str(data_dir),
-            "resumed": False,
-        },
-    )
-    return results
-
-
 def _check_data(data_dir: Path) -> None:
-    if not (data_dir / "preprocessing_metadata.json").exists():
+    if not (data_dir / METADATA_FILE).exists():
         raise FileNotFoundError(
             f"no processed data set in the '{DATA_CHANNEL}' channel at {data_dir} (no "
-            "preprocessing_metadata.json): pass the output of `streamguard data preprocess` "
-            f"as the '{DATA_CHANNEL}' input channel"
+            f"{METADATA_FILE}): pass the output of `streamguard data preprocess` as the "
+            f"'{DATA_CHANNEL}' input channel"
         )
 
 
-def run_job(
-    hp: TrainHyperparameters, paths: SageMakerPaths, should_stop: Callable[[], bool] | None = None
-) -> dict[str, Any]:
-    """Train ``hp.model`` into ``paths.run_dir`` (resuming when it can) and publish the result.
+def train(
+    spec: TrainJobSpec, paths: SageMakerPaths, should_stop: Callable[[], bool] | None = None
+) -> RunStatus:
+    """Run ``spec`` on the ``/opt/ml`` layout (resuming when it can) and publish the result.
 
-    Returns the ``run_status.json`` content.
+    The spec's ``data_dir`` and ``run_dir`` become the data channel and
+    ``checkpoints/run``; then :func:`~streamguard_core.training.job.run_job` trains it, exactly
+    as a local run does. Returns the run's status (``run_status.json``).
 
     Raises:
         TrainingInterrupted: ``should_stop`` answered True; 'latest' is saved (neural kinds).
         FileNotFoundError: the data channel holds no processed data set.
     """
-    start = time.monotonic()
     _check_data(paths.data_dir)  # before the slow imports: a wrong channel fails fast
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    status: dict[str, Any] = {
-        "model": hp.model,
-        "seed": hp.seed,
-        "status": "completed",
-        "error": None,
-        "backend": "sagemaker",
-        "resumed": False,
-    }
-    if hp.model == "baseline":
-        # seconds of work and no checkpoint: a SIGTERM stops it at once (StopRequest)
-        _train_baseline(hp, paths.data_dir, paths.run_dir)
-    else:
-        from streamguard_core.training.collapse import CollapseError
-        from streamguard_core.training.run import train_neural
+    spec = spec.with_paths(paths.data_dir, paths.run_dir)
+    resume_from = prepare_resume(paths.run_dir)
+    if resume_from is not None:
+        log.info("resuming %s seed %d from %s", spec.name, spec.seed, resume_from)
+    from streamguard_core.training.job import run_job
 
-        resume_from = prepare_resume(paths.run_dir)
-        status["resumed"] = resume_from is not None
-        if resume_from is not None:
-            log.info("resuming %s seed %d from %s", hp.model, hp.seed, resume_from)
-        model_cfg, train_cfg = hp.model_and_train_configs()
-        try:
-            train_neural(
-                hp.model,
-                model_cfg,
-                train_cfg,
-                paths.data_dir,
-                paths.run_dir,
-                resume_run=resume_from is not None,
-                device=paths.device,
-                should_stop=should_stop,
-            )
-        except CollapseError as exc:
-            status["status"] = "collapsed"
-            status["error"] = f"{exc.event.reason}: {exc.event.detail}"
-            log.error("training collapsed: %s", status["error"])
-    metadata = paths.run_dir / "training_metadata.json"
-    device = json.loads(metadata.read_text()).get("device") if metadata.exists() else None
-    status.update(
-        wall_s=round(time.monotonic() - start, 2),
-        device=device or paths.device or "cpu",
-        run_dir=str(paths.run_dir),
-        training_job_name=os.environ.get("TRAINING_JOB_NAME"),
-    )
+    status = run_job(spec, device=paths.device, should_stop=should_stop, backend="sagemaker")
+    status = status.model_copy(update={"job_name": os.environ.get("TRAINING_JOB_NAME")})
+    status.write()
     publish(paths, status)
     return status
 
 
-def publish(paths: SageMakerPaths, status: dict[str, Any]) -> None:
+def publish(paths: SageMakerPaths, status: RunStatus) -> None:
     """Copy the final model and run files into the model directory; write run_status.json."""
-    paths.model_dir.mkdir(parents=True, exist_ok=True)
-    run_model = paths.run_dir / "model"
-    if (paths.model_dir / "model").exists():
-        shutil.rmtree(paths.model_dir / "model")
-    if run_model.is_dir():
-        shutil.copytree(run_model, paths.model_dir / "model")
+    run, published = RunPaths(paths.run_dir), RunPaths(paths.model_dir)
+    published.root.mkdir(parents=True, exist_ok=True)
+    if published.model.exists():
+        shutil.rmtree(published.model)
+    if run.model.is_dir():
+        shutil.copytree(run.model, published.model)
     for name in PUBLISHED_FILES:
-        (paths.model_dir / name).unlink(missing_ok=True)
-        if (paths.run_dir / name).exists():
-            shutil.copy2(paths.run_dir / name, paths.model_dir / name)
-    atomic_write_json(paths.model_dir / "run_status.json", status)
-    if (paths.run_dir / "training.log").exists():
+        source, target = getattr(run, name), getattr(published, name)
+        target.unlink(missing_ok=True)
+        if source.exists():
+            shutil.copy2(source, target)
+    status.write(published.root)
+    if run.log.exists():
         paths.output_data_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(paths.run_dir / "training.log", paths.output_data_dir / "training.log")
+        shutil.copy2(run.log, paths.output_data_dir / run.log.name)
 
 
-def write_failure(paths: SageMakerPaths, exc: BaseException) -> str:
+def write_failure(paths: SageMakerPaths, reason: str) -> str:
     """Write the FailureReason SageMaker reports (one readable line first); returns it."""
-    reason = f"{type(exc).__name__}: {exc}"
     atomic_write_text(paths.failure, reason + "\n")
     return reason
 
@@ -389,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print(
             f"streamguard-sagemaker-train: unexpected arguments {args}; everything comes from "
-            "hyperparameters.json and SM_* variables",
+            "hyperparameters.json ('spec') and SM_* variables",
             file=sys.stderr,
         )
         return 2
@@ -403,17 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, stop.handle)
     try:
         paths.failure.unlink(missing_ok=True)  # a stale one from an earlier direct run
-        hp = load_hyperparameters(paths.hyperparameters)
+        spec = load_spec(paths.hyperparameters)
         log.info(
             "training %s seed %d in %s (data %s, device %s)",
-            hp.model,
-            hp.seed,
+            spec.name,
+            spec.seed,
             paths.run_dir,
             paths.data_dir,
             paths.device or "auto",
         )
-        status = run_job(hp, paths, should_stop=stop)
-        log.info("run %s: %s", status["status"], paths.model_dir)
+        status = train(spec, paths, should_stop=stop)
+        log.info("run %s: %s", status.status, paths.model_dir)
+        if status.status == "failed":
+            write_failure(paths, status.error or "the run failed (see training.log)")
+            return EXIT_FAILURE
         return EXIT_OK
     except StopNow:
         log.warning("stopped before training started; exiting %d", EXIT_INTERRUPTED)
@@ -423,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("%s; exiting %d so the job restarts and resumes", exc, EXIT_INTERRUPTED)
             return EXIT_INTERRUPTED
         traceback.print_exc()
-        reason = write_failure(paths, exc)
+        reason = write_failure(paths, f"{type(exc).__name__}: {exc}")
         log.error("training failed: %s", reason)
         return EXIT_FAILURE
     finally:

@@ -365,6 +365,33 @@ def download_model(s3: Any, model_artifacts_uri: str, dest: str | Path) -> Path:
     return dest
 
 
+def download_output(s3: Any, model_artifacts_uri: str, dest: str | Path) -> Path | None:
+    """Download the job's ``output.tar.gz`` (beside ``model.tar.gz``: ``training.log``) and
+    extract it safely into ``dest``; None when the job uploaded none.
+
+    Raises:
+        UnsafeArchiveError: the archive holds absolute paths, ``..``, links or devices.
+    """
+    from botocore.exceptions import ClientError
+
+    bucket, key = parse_s3_uri(model_artifacts_uri)
+    if not key.endswith("/model.tar.gz"):
+        return None
+    key = key[: -len("model.tar.gz")] + "output.tar.gz"
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
+        archive = Path(tmp) / "output.tar.gz"
+        try:
+            s3.download_file(bucket, key, str(archive))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+                raise
+            return None
+        safe_extract(archive, dest)
+    return dest
+
+
 def job_cost(
     description: Mapping[str, Any], prices: Mapping[str, float] | None = None
 ) -> dict[str, Any]:

@@ -33,10 +33,21 @@ def local_devices() -> list[str | None]:
     return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
 
 
-def child_environment(device: str | None) -> tuple[dict[str, str], str | None]:
-    """(environment changes, device the child passes to torch) for one job's device slot."""
+def child_environment(
+    device: str | None, parent_visible: str | None = None
+) -> tuple[dict[str, str], str | None]:
+    """(environment changes, device the child passes to torch) for one job's device slot.
+
+    ``cuda:<i>`` is the parent's i-th visible GPU: when the parent itself was limited by
+    ``CUDA_VISIBLE_DEVICES`` (e.g. ``2,3``), ``cuda:1`` maps to that list's entry (``3``).
+    """
     if device and device.startswith("cuda:"):
-        return {"CUDA_VISIBLE_DEVICES": device.split(":", 1)[1]}, "cuda"
+        index = int(device.split(":", 1)[1])
+        if parent_visible is None:
+            parent_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        visible = [v.strip() for v in (parent_visible or "").split(",") if v.strip()]
+        physical = visible[index] if index < len(visible) else str(index)
+        return {"CUDA_VISIBLE_DEVICES": physical}, "cuda"
     return {}, device
 
 
@@ -63,7 +74,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, start_method: str = "forkserver") -> None:
-        self.context = mp.get_context(start_method)
+        self.context: Any = mp.get_context(start_method)
         if start_method == "forkserver":
             self.context.set_forkserver_preload(PRELOAD)
 

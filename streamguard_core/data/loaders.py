@@ -5,6 +5,9 @@ the Juliet JSONL in ``shared/data`` (``func_anon`` by default), generic JSONL/CS
 field names, any of them gzip-compressed, and the Hugging Face ``datasets`` route.
 Nothing is dropped silently: a record that cannot be read becomes a ``Reject`` naming the file,
 the line and the reason.
+
+Every format reads a record's loss weight from ``FieldMap.weight`` (default ``weight``) when the
+record has that field: a finite number >= 0, kept as ``FunctionRecord.weight`` (1.0 without it).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -112,7 +116,7 @@ def iter_records(
     Args:
         path: the input file.
         fmt: one of :data:`FORMATS` or ``auto``.
-        fields: field names for generic JSONL/CSV.
+        fields: field names for generic JSONL/CSV; its ``weight`` field is read in every format.
         juliet_text_field: ``func_anon`` (default) or ``func`` (leaks labels; not advised).
         split: an explicit split for every record of this file, stored in ``meta["split"]``.
         max_records: stop after this many yielded records (rejects included).
@@ -149,9 +153,9 @@ def iter_records(
             yield obj
             continue
         if fmt in ("devign", "codexglue"):
-            item = _devign_record(obj, path, line, stem)
+            item = _devign_record(obj, path, line, stem, fields.weight)
         elif fmt == "juliet":
-            item = _juliet_record(obj, path, line, stem, juliet_text_field)
+            item = _juliet_record(obj, path, line, stem, juliet_text_field, fields.weight)
         else:
             item = _generic_record(obj, path, line, stem, fields)
         if isinstance(item, FunctionRecord) and split is not None:
@@ -328,6 +332,44 @@ def _require_label(obj: dict[str, Any], key: str, path: Path, line: int) -> int 
     return label
 
 
+def _read_weight(obj: dict[str, Any], key: str | None, path: Path, line: int) -> float | Reject:
+    """The record's loss weight from field ``key``: 1.0 when absent or empty, else a finite
+    number >= 0. Refused: not a number (``invalid_weight``), NaN or infinite
+    (``weight_not_finite``), negative (``invalid_weight``)."""
+    if not key or obj.get(key) in (None, ""):
+        return 1.0
+    raw = obj[key]
+    try:
+        if isinstance(raw, bool):  # JSON true/false is not a weight, though float() takes it
+            raise TypeError
+        weight = float(raw)
+    except (TypeError, ValueError):
+        return Reject(
+            str(path),
+            line,
+            "invalid_weight",
+            f"weight {raw!r} in field {key!r} is not a number",
+            preview=_preview(obj),
+        )
+    if not math.isfinite(weight):
+        return Reject(
+            str(path),
+            line,
+            "weight_not_finite",
+            f"weight {raw!r} in field {key!r} is not finite",
+            preview=_preview(obj),
+        )
+    if weight < 0:
+        return Reject(
+            str(path),
+            line,
+            "invalid_weight",
+            f"weight {weight} in field {key!r} is negative",
+            preview=_preview(obj),
+        )
+    return weight
+
+
 def _optional_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -342,13 +384,18 @@ def _optional_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _devign_record(obj: dict[str, Any], path: Path, line: int, stem: str) -> LoadItem:
+def _devign_record(
+    obj: dict[str, Any], path: Path, line: int, stem: str, weight_field: str | None = None
+) -> LoadItem:
     func = _require_func(obj, "func", path, line)
     if isinstance(func, Reject):
         return func
     label = _require_label(obj, "target", path, line)
     if isinstance(label, Reject):
         return label
+    weight = _read_weight(obj, weight_field, path, line)
+    if isinstance(weight, Reject):
+        return weight
     idx = _optional_int(obj.get("idx"))
     meta: dict[str, Any] = {"file": str(path), "line": line, "language": "c"}
     if obj.get("commit_date"):
@@ -361,6 +408,7 @@ def _devign_record(obj: dict[str, Any], path: Path, line: int, stem: str) -> Loa
         project=_optional_str(obj.get("project")),
         commit_id=_optional_str(obj.get("commit_id")),
         idx=idx,
+        weight=weight,
         meta=meta,
     )
 
@@ -375,7 +423,12 @@ def _normalize_cwe(value: Any) -> str | None:
 
 
 def _juliet_record(
-    obj: dict[str, Any], path: Path, line: int, stem: str, text_field: str
+    obj: dict[str, Any],
+    path: Path,
+    line: int,
+    stem: str,
+    text_field: str,
+    weight_field: str | None = None,
 ) -> LoadItem:
     func = _require_func(obj, text_field, path, line)
     if isinstance(func, Reject):
@@ -383,6 +436,9 @@ def _juliet_record(
     label = _require_label(obj, "target", path, line)
     if isinstance(label, Reject):
         return label
+    weight = _read_weight(obj, weight_field, path, line)
+    if isinstance(weight, Reject):
+        return weight
     testcase = _optional_str(obj.get("testcase"))
     meta: dict[str, Any] = {
         "file": str(path),
@@ -400,6 +456,7 @@ def _juliet_record(
         project="juliet",
         cwe=_normalize_cwe(obj.get("cwe")),
         group=_optional_str(obj.get("group")),
+        weight=weight,
         meta=meta,
     )
 
@@ -417,16 +474,9 @@ def _generic_record(
     def get(name: str | None) -> Any:
         return obj.get(name) if name else None
 
-    weight = 1.0
-    if fields.weight and obj.get(fields.weight) not in (None, ""):
-        try:
-            weight = float(obj[fields.weight])
-        except (TypeError, ValueError):
-            return Reject(
-                str(path), line, "invalid_weight", f"weight {obj[fields.weight]!r} is not a number"
-            )
-        if not weight >= 0:
-            return Reject(str(path), line, "invalid_weight", f"weight {weight} is negative")
+    weight = _read_weight(obj, fields.weight, path, line)
+    if isinstance(weight, Reject):
+        return weight
     used = {f for f in fields.model_dump().values() if f}
     meta: dict[str, Any] = {"file": str(path), "line": line}
     lang = language_hint(_optional_str(obj.get("file") or obj.get("path")))

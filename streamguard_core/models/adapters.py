@@ -112,6 +112,10 @@ class TransformerAdapter(NeuralAdapter):
         from streamguard_core.models.transformer import build_transformer_classifier
         from streamguard_core.preprocess.tokens import load_tokenizer
 
+        if cfg.max_seq_len is None:  # the data set's token budget
+            from streamguard_core.preprocess.dataset import ProcessedDataset
+
+            cfg = cfg.model_copy(update={"max_seq_len": ProcessedDataset(data_dir).max_seq_len})
         tokenizer = load_tokenizer(data_dir / "tokenizer")
         model = build_transformer_classifier(cfg, data_dir / "tokenizer")
         return model, int(tokenizer.pad_token_id)

@@ -126,5 +126,7 @@ class BaselineDetector:
         det.classifier.coef_ = coef
         det.classifier.intercept_ = intercept
         det.threshold = float(card["threshold"])
-        det.metadata = {k: v for k, v in card.items() if k not in ("kind", "config", "seed", "threshold")}
+        det.metadata = {
+            k: v for k, v in card.items() if k not in ("kind", "config", "seed", "threshold")
+        }
         return det

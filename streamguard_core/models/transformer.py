@@ -36,7 +36,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = [
-    "TINY", "ModelLoadError", "TransformerConfig", "build_transformer_classifier", "tiny_shape",
+    "TINY",
+    "ModelLoadError",
+    "TransformerConfig",
+    "build_transformer_classifier",
+    "tiny_shape",
 ]
 NUM_LABELS = 2
 # RoBERTa numbers positions from padding_idx + 1, so it needs two rows beyond the sequence length.
@@ -67,6 +71,11 @@ def _build_tiny(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
 
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; the tiny model needs one")
+    if cfg.max_seq_len is None or cfg.num_heads is None or cfg.intermediate_size is None:
+        raise ValueError(
+            "TransformerConfig.max_seq_len is unset: resolve it against the data set first "
+            "(TransformerAdapter.build and training.run.resolve_spec do)"
+        )
     config = RobertaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=cfg.max_seq_len + ROBERTA_POSITION_OFFSET,
@@ -124,7 +133,7 @@ def _load_pretrained(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if model.config.model_type in ("roberta", "xlm-roberta", "camembert") and max_pos:
         max_pos -= ROBERTA_POSITION_OFFSET
-    if max_pos and cfg.max_seq_len > max_pos:
+    if max_pos and cfg.max_seq_len is not None and cfg.max_seq_len > max_pos:
         raise ValueError(
             f"max_seq_len {cfg.max_seq_len} exceeds what {name!r} supports ({max_pos} tokens)"
         )

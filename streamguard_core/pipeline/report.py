@@ -2,7 +2,9 @@
 
 Writes, beside the summary JSON in ``<output_root>/production_summary/``::
 
-    production_report.md    verdict, per-model statistics, per-seed table, failures, cost
+    production_report.md    verdict and its checks, every model's row (mean ± 95% CI beside the
+                            trivial references), per-model statistics, per-seed table, failures,
+                            cost
     training_curves.png     valid F1 and train loss per epoch (neural models with a history)
     confusion_matrix.png    best model's best seed, at the split its metrics came from
     pr_curve.png            precision-recall curve of every completed seed (predictions.jsonl)
@@ -21,15 +23,16 @@ from typing import Any
 
 import numpy as np
 
+from streamguard_core.config import NEURAL_KINDS, seed_dir
 from streamguard_core.io import atomic_write_text, read_jsonl
 from streamguard_core.pipeline.aggregate import SUMMARY_DIR
+from streamguard_core.training.paths import RunPaths
 
 REPORT_FILE = "production_report.md"
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 PR_PNG = "pr_curve.png"
 TABLE_METRICS = ("f1", "accuracy", "roc_auc", "pr_auc", "mcc")
-NEURAL_MODELS = ("transformer", "gnn")
 
 
 def report_table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -92,10 +95,10 @@ def _histories(summary: dict[str, Any], root: Path) -> list[tuple[str, list[dict
     """(label, per-epoch history) of every neural seed that has a non-empty history."""
     found = []
     for model, model_summary in summary.get("models", {}).items():
-        if model not in NEURAL_MODELS:
+        if model_summary.get("kind") not in NEURAL_KINDS:
             continue
         for seed in model_summary.get("seeds", []):
-            path = root / model / f"seed_{seed['seed']}" / "training_metadata.json"
+            path = RunPaths(seed_dir(root, model, seed["seed"])).metadata
             try:
                 history = json.loads(path.read_text(encoding="utf-8")).get("history")
             except (OSError, ValueError, AttributeError):
@@ -158,7 +161,7 @@ def _pr_curves(summary: dict[str, Any], root: Path) -> list[tuple[str, str, Any,
         for seed in model_summary.get("seeds", []):
             if seed.get("status") != "completed":
                 continue
-            path = root / model / f"seed_{seed['seed']}" / "predictions.jsonl"
+            path = RunPaths(seed_dir(root, model, seed["seed"])).predictions
             try:
                 rows = list(read_jsonl(path))
                 labels = np.asarray([int(r["label"]) for r in rows])
@@ -211,19 +214,50 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _ci(stats: dict[str, Any], digits: int = 3) -> str:
+    """``[low, high]``, or ``n/a`` when the interval is undefined (fewer than two seeds)."""
+    if stats.get("ci95_low") is None or stats.get("ci95_high") is None:
+        return "n/a"
+    return f"[{_fmt(stats['ci95_low'], digits)}, {_fmt(stats['ci95_high'], digits)}]"
+
+
+def _mean_ci(stats: dict[str, Any]) -> str:
+    """``mean ± half-width of the 95% CI``; ``mean ± n/a`` with one seed, ``n/a`` with none."""
+    if stats.get("mean") is None:
+        return "n/a"
+    if stats.get("ci95_low") is None or stats.get("ci95_high") is None:
+        return f"{_fmt(stats['mean'])} ± n/a"
+    return f"{_fmt(stats['mean'])} ± {_fmt((stats['ci95_high'] - stats['ci95_low']) / 2)}"
+
+
+def _check_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return _fmt(value, 4)
+
+
 def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     success = summary.get("success") or {}
+    checks = success.get("checks", [])
     lines = [f"## Verdict: {'PASSED' if success.get('passed') else 'FAILED'}", ""]
-    for check in success.get("checks", []):
-        mark = "skipped" if check.get("skipped") else ("pass" if check["passed"] else "FAIL")
-        value = check.get("value")
-        shown = (
-            ", ".join(f"{k} {v}" for k, v in value.items())
-            if isinstance(value, dict)
-            else _fmt(value, 4)
-        )
+    failed = [check for check in checks if not check["passed"]]
+    if failed:
+        lines += ["Failed checks:", ""]
+        lines += [f"- **{check['name']}**: {_cell(check.get('detail', ''))}" for check in failed]
+        lines.append("")
+    judged = success.get("judged_models")
+    if judged:
+        lines += [f"Judged models: {', '.join(judged)} (the others are shown as references).", ""]
+    lines += [
+        "| model | check | value | threshold | result | detail |",
+        "|---|---|---|---|---|---|",
+    ]
+    for check in checks:
+        result = "skipped" if check.get("skipped") else ("pass" if check["passed"] else "FAIL")
         lines.append(
-            f"- **{check['name']}**: {mark} (value {shown}, threshold {_fmt(check['threshold'])})"
+            f"| {_cell(check.get('model') or 'run')} | {_cell(check['name'])} | "
+            f"{_cell(_check_value(check.get('value')))} | {_cell(_fmt(check.get('threshold'), 4))}"
+            f" | {result} | {_cell(check.get('detail', ''))} |"
         )
     lines.append("")
     best = summary.get("best_overall_model")
@@ -234,22 +268,68 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _overview_lines(summary: dict[str, Any]) -> list[str]:
+    """Every model in one table: mean ± 95% CI half-width beside the trivial references."""
+    judged = set((summary.get("success") or {}).get("judged_models") or [])
+    lines = [
+        "Mean over completed seeds ± half-width of the Student-t 95% CI (n/a with one seed). "
+        "Trivial references on the same items: all-vulnerable F1 (predict 'vulnerable' for "
+        "every function) and majority-class accuracy.",
+        "",
+        "| model | kind | judged | seeds done | split | F1 | all-vulnerable F1 | accuracy "
+        "| majority accuracy | F1 std | ROC-AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, model_summary in summary.get("models", {}).items():
+        metrics = model_summary["metrics"]
+        trivial = model_summary.get("trivial") or {}
+        lines.append(
+            f"| {model} | {_fmt(model_summary.get('kind'))} | "
+            f"{'yes' if model in judged else 'reference'} | "
+            f"{model_summary['n_completed']}/{model_summary['n_seeds']} | "
+            f"{_splits_used(model_summary)} | {_mean_ci(metrics['f1'])} | "
+            f"{_fmt(trivial.get('all_vulnerable_f1'))} | {_mean_ci(metrics['accuracy'])} | "
+            f"{_fmt(trivial.get('majority_accuracy'))} | {_fmt(metrics['f1']['std'])} | "
+            f"{_mean_ci(metrics['roc_auc'])} |"
+        )
+    return [*lines, ""]
+
+
+def _trivial_line(trivial: dict[str, Any]) -> str:
+    """Where the trivial references come from, in one sentence."""
+    if trivial.get("all_vulnerable_f1") is None:
+        return f"Trivial references: n/a ({trivial.get('note') or 'no completed seed'})."
+    items = f"{trivial['n_items']} items" if trivial.get("n_items") else "the seeds' items"
+    line = (
+        f"Trivial references on {items} of {trivial['split']} "
+        f"({trivial['vulnerable_rate']:.1%} vulnerable, from {trivial['labels_from']}): "
+        f"all-vulnerable F1 {_fmt(trivial['all_vulnerable_f1'])}, majority-class accuracy "
+        f"{_fmt(trivial['majority_accuracy'])}."
+    )
+    if trivial.get("note"):
+        line += f" Note: {trivial['note']}."
+    return line
+
+
 def _model_lines(model: str, model_summary: dict[str, Any]) -> list[str]:
     lines = [
         f"### {model}",
         "",
+        f"Kind: {_fmt(model_summary.get('kind'))}. "
         f"Seeds: {model_summary['n_seeds']} (completed {model_summary['n_completed']}, "
         f"collapsed {model_summary['n_collapsed']}, failed {model_summary['n_failed']}); "
         f"split: {_splits_used(model_summary)}.",
         "",
-        "| metric | mean ± std | 95% CI | n |",
-        "|---|---|---|---|",
+        _trivial_line(model_summary.get("trivial") or {}),
+        "",
+        "| metric | mean | std | 95% CI | n |",
+        "|---|---|---|---|---|",
     ]
     for name in TABLE_METRICS:
         stats = model_summary["metrics"][name]
         lines.append(
-            f"| {name} | {_fmt(stats['mean'])} ± {_fmt(stats['std'])} | "
-            f"[{_fmt(stats['ci95_low'])}, {_fmt(stats['ci95_high'])}] | {stats['n']} |"
+            f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {_ci(stats)} "
+            f"| {stats['n']} |"
         )
     has_cost = any(seed.get("cost") for seed in model_summary["seeds"])
     header = "| seed | status | split | f1 | accuracy | roc_auc | wall_s |"
@@ -343,6 +423,7 @@ def write_report(summary: dict[str, Any], output_root: str | Path) -> Path:
     ]
     lines += _verdict_lines(summary)
     lines += ["## Models", ""]
+    lines += _overview_lines(summary)
     for model, model_summary in summary.get("models", {}).items():
         lines += _model_lines(model, model_summary)
     lines += _problem_lines(summary)

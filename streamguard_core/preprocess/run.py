@@ -1,4 +1,6 @@
-"""Preprocessing driver: read, validate, split, tokenizer, parse + encode, dedup, write.
+"""Preprocessing driver, in named stages: :func:`read_stage` (read + validate) ->
+:func:`split_stage` -> :func:`tokenizer_stage` -> :func:`process_stage` (parse, graph,
+encode, trim) -> :func:`dedup_stage` -> :func:`write_stage` -> :func:`metadata_stage`.
 
 Output directory (self-describing; see the README's "Processed data set" section)::
 
@@ -40,11 +42,19 @@ import numpy as np
 from streamguard_core import __version__
 from streamguard_core.config import DataConfig, PreprocessConfig
 from streamguard_core.data.loaders import DataError, iter_records
-from streamguard_core.data.splits import SPLITS, assign_splits, deduplicate, load_codexglue_index
+from streamguard_core.data.splits import (
+    SPLITS,
+    DedupResult,
+    SplitResult,
+    assign_splits,
+    deduplicate,
+    load_codexglue_index,
+)
 from streamguard_core.io import atomic_write_json, sha256_file, write_jsonl
 from streamguard_core.preprocess import parse, tokens
 from streamguard_core.preprocess.dataset import METADATA_FILE
 from streamguard_core.schema import RECORD_FIELDS, FunctionRecord, Reject
+from streamguard_core.training.batch_size import recommend_batch_size
 
 QUICK_TEST_RECORDS = 300
 SPLIT_RE = re.compile(r"^(train|valid|test)=(.+)$")
@@ -370,42 +380,6 @@ def graph_stats(n_nodes: np.ndarray, n_edges: np.ndarray) -> dict[str, float]:
     return stats
 
 
-def recommend_batch_size(
-    nodes_p95: float,
-    edges_p95: float,
-    memory_budget_mb: float,
-    hidden_dim: int = 256,
-    num_layers: int = 4,
-    max_batch: int = 512,
-) -> dict[str, Any]:
-    """GNN batch size (power of two) whose p95-sized batch fits a memory budget.
-
-    Estimate per graph, in bytes, for training (forward + backward, fp32):
-    ``nodes * hidden * 4 * layers * 4`` (layer outputs, their gradients, dropout masks and
-    normalisation buffers) plus ``edges * (16 + hidden * 4 * layers * 2)`` (int64 edge index,
-    and the per-edge messages of message passing with their gradients), times 1.5 for
-    allocator slack. Sized on the p95 graph so that most batches stay well under the budget.
-    """
-    per_graph = 1.5 * (
-        nodes_p95 * hidden_dim * 4 * num_layers * 4
-        + edges_p95 * (16 + hidden_dim * 4 * num_layers * 2)
-    )
-    budget = memory_budget_mb * 1024 * 1024
-    raw = int(budget // max(per_graph, 1.0))
-    batch = 1
-    while batch * 2 <= min(raw, max_batch):
-        batch *= 2
-    return {
-        "recommended_batch_size": batch,
-        "estimated_bytes_per_graph_p95": int(per_graph),
-        "memory_budget_mb": memory_budget_mb,
-        "hidden_dim": hidden_dim,
-        "num_layers": num_layers,
-        "fits_one_graph": raw >= 1,
-        "formula": "1.5*(nodes_p95*hidden*4*layers*4 + edges_p95*(16+hidden*4*layers*2))",
-    }
-
-
 def _tokenizer_sample(records: list[FunctionRecord], limit: int, seed: int) -> list[str]:
     if len(records) <= limit:
         return [r.func for r in records]
@@ -505,89 +479,97 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def preprocess(
-    data_cfg: DataConfig,
-    cfg: PreprocessConfig,
-    output_dir: str | Path,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Turn raw inputs into a processed data set in ``output_dir``; returns the metadata.
+# --------------------------------------------------------------------------- the stages
+# preprocess() runs these in order: read -> split -> tokenizer -> process -> dedup -> write ->
+# metadata. Dedup follows processing because its normalised key comes from the parse.
 
-    Raises:
-        DataError: an input is missing or unreadable, or no valid record is left.
-        streamguard_core.preprocess.tokens.TokenizerError: the tokenizer cannot be loaded.
-    """
-    from tqdm.auto import tqdm
 
-    timings: dict[str, float] = {}
-    t_all = t0 = time.perf_counter()
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    # 1. read and validate
+def read_stage(
+    data_cfg: DataConfig, cfg: PreprocessConfig
+) -> tuple[_Inputs, list[FunctionRecord], list[Reject]]:
+    """Read every input and refuse invalid functions: (inputs, valid records, rejects)."""
     inputs = read_inputs(data_cfg, quick_test=cfg.quick_test)
     records, invalid = validate_records(inputs.records, cfg)
-    rejects = inputs.rejects + invalid
-    timings["read_s"] = time.perf_counter() - t0
+    return inputs, records, inputs.rejects + invalid
 
-    # 2. split
-    t0 = time.perf_counter()
+
+def split_stage(records: list[FunctionRecord], data_cfg: DataConfig) -> SplitResult:
+    """Assign every record to train/valid/test (or reject it) by the configured strategy.
+
+    Raises:
+        DataError: strategy 'codexglue' without index files.
+    """
     index = None
     if data_cfg.codexglue_splits and data_cfg.split_strategy in ("auto", "codexglue"):
         index = load_codexglue_index(data_cfg.codexglue_splits)
     elif data_cfg.split_strategy == "codexglue":
         raise DataError("split strategy 'codexglue' needs --codexglue-splits DIR")
-    split_result = assign_splits(
+    return assign_splits(
         records, data_cfg.split_strategy, data_cfg.split_ratios, data_cfg.seed, index
     )
-    rejects += split_result.rejects
-    warnings = list(split_result.warnings)
-    timings["split_s"] = time.perf_counter() - t0
 
-    read_total = sum(inputs.read_per_file.values())
-    n_assigned = sum(len(v) for v in split_result.splits.values())
-    if n_assigned == 0:
+
+def _require_records(
+    splits: dict[str, list[FunctionRecord]], read_total: int, rejects: list[Reject], out_dir: Path
+) -> None:
+    """Raise a :class:`DataError` (after writing ``rejects.jsonl``) when nothing can be used."""
+    if sum(len(v) for v in splits.values()) == 0:
         write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
         reasons = Counter(r.reason for r in rejects).most_common(5)
         raise DataError(
             f"no valid records: {read_total} read, {len(rejects)} rejected "
             f"(top reasons: {reasons}); see {out_dir / 'rejects.jsonl'}"
         )
-    if not split_result.splits["train"]:
+    if not splits["train"]:
         raise DataError("the train split is empty; check --split-strategy and the inputs")
 
-    # 3. tokenizer: given, or a byte-level BPE trained on (a sample of) the train split
-    t0 = time.perf_counter()
-    tok_dir = out_dir / "tokenizer"
+
+def tokenizer_stage(
+    train: list[FunctionRecord], cfg: PreprocessConfig, seed: int, tok_dir: Path
+) -> dict[str, Any]:
+    """Write the tokenizer to ``tok_dir`` (the given one, or a byte-level BPE trained on a
+    seeded sample of the train split); returns its metadata entry."""
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
     if cfg.tokenizer:
-        tok = tokens.load_tokenizer(cfg.tokenizer)
-        tokens.save_tokenizer(tok, tok_dir)
-        tokenizer_info: dict[str, Any] = {"source": "pretrained", "name_or_path": cfg.tokenizer}
+        tokens.save_tokenizer(tokens.load_tokenizer(cfg.tokenizer), tok_dir)
+        info: dict[str, Any] = {"source": "pretrained", "name_or_path": cfg.tokenizer}
     else:
-        sample = _tokenizer_sample(
-            split_result.splits["train"], cfg.tokenizer_train_max_functions, data_cfg.seed
-        )
+        sample = _tokenizer_sample(train, cfg.tokenizer_train_max_functions, seed)
         tokens.train_bpe_tokenizer(
             sample, tok_dir, vocab_size=cfg.vocab_size, model_max_length=cfg.max_seq_len
         )
-        tokenizer_info = {
+        info = {
             "source": "trained_bpe",
             "trained_on_functions": len(sample),
             "requested_vocab_size": cfg.vocab_size,
         }
     from tokenizers import Tokenizer
 
-    tokenizer_info["vocab_size"] = Tokenizer.from_file(
-        str(tok_dir / tokens.TOKENIZER_JSON)
-    ).get_vocab_size()
-    tokenizer_info["path"] = "tokenizer"
-    timings["tokenizer_s"] = time.perf_counter() - t0
+    info["vocab_size"] = Tokenizer.from_file(str(tok_dir / tokens.TOKENIZER_JSON)).get_vocab_size()
+    info["path"] = "tokenizer"
+    return info
 
-    # 4. parse + graph + encode + trim, in parallel, in input order
-    t0 = time.perf_counter()
-    ordered = [(s, r) for s in SPLITS for r in split_result.splits[s]]
+
+@dataclass
+class Processed:
+    """The process stage's output: (split, record) in processing order and its chunks."""
+
+    ordered: list[tuple[str, FunctionRecord]]
+    chunks: list[ChunkResult]
+    workers: int
+
+
+def process_stage(
+    splits: dict[str, list[FunctionRecord]],
+    tok_dir: Path,
+    cfg: PreprocessConfig,
+    show_progress: bool,
+) -> Processed:
+    """Parse, graph, encode and trim every assigned function, in parallel, in split order."""
+    from tqdm.auto import tqdm
+
+    ordered = [(s, r) for s in SPLITS for r in splits[s]]
     items = [(r.func, r.meta.get("language")) for _, r in ordered]
     workers = cfg.workers or os.cpu_count() or 1
     workers = max(1, min(workers, (len(items) + cfg.chunk_size - 1) // cfg.chunk_size))
@@ -595,26 +577,32 @@ def preprocess(
         total=len(items), desc="preprocess", unit="fn", disable=not show_progress, file=sys.stderr
     ) as bar:
         chunks = process_functions(items, tok_dir, cfg, workers, bar.update)
-    timings["parse_encode_s"] = time.perf_counter() - t0
+    return Processed(ordered, chunks, workers)
 
-    # 5. dedup on exact text and the normalised token stream of the parse
-    t0 = time.perf_counter()
-    infos = [info for c in chunks for info in c.info]
-    nkeys = {r.id: info["normalized_key"] for (_, r), info in zip(ordered, infos, strict=True)}
-    dedup = deduplicate(split_result.splits, data_cfg.dedup, normalized_keys=nkeys)
+
+def dedup_stage(
+    splits: dict[str, list[FunctionRecord]], processed: Processed, mode: str
+) -> DedupResult:
+    """Remove duplicates on exact text or the normalised token stream of the parse."""
+    infos = [info for c in processed.chunks for info in c.info]
+    keys = {r.id: info["normalized_key"] for (_, r), info in zip(processed.ordered, infos,
+                                                                  strict=True)}  # fmt: skip
+    return deduplicate(splits, mode, normalized_keys=keys)
+
+
+def write_stage(
+    out_dir: Path, processed: Processed, dedup: DedupResult, rejects: list[Reject]
+) -> dict[str, list[dict[str, Any]]]:
+    """Write each split (only kept records' arrays) and the reports; returns the rows per split."""
     removed_ids = {row["id"] for row in dedup.removed}
-    timings["dedup_s"] = time.perf_counter() - t0
-
-    # 6. write splits (only kept records' arrays)
-    t0 = time.perf_counter()
     split_parts: dict[str, dict[str, list[np.ndarray]]] = {
         s: {k: [] for k in _ARRAY_KEYS} for s in SPLITS
     }
     split_rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     position = 0
-    for chunk in chunks:
+    for chunk in processed.chunks:
         n = len(chunk.info)
-        members = ordered[position : position + n]
+        members = processed.ordered[position : position + n]
         position += n
         kept = np.asarray([r.id not in removed_ids for _, r in members], dtype=bool)
         split_of = np.asarray([SPLITS.index(split) for split, _ in members])
@@ -639,9 +627,28 @@ def preprocess(
             "fingerprint": parse.vocab_fingerprint(),
         },
     )
-    timings["write_s"] = time.perf_counter() - t0
+    return split_rows
 
-    # 7. statistics and metadata
+
+def metadata_stage(
+    out_dir: Path,
+    data_cfg: DataConfig,
+    cfg: PreprocessConfig,
+    inputs: _Inputs,
+    split_result: SplitResult,
+    rejects: list[Reject],
+    dedup: DedupResult,
+    split_rows: dict[str, list[dict[str, Any]]],
+    tokenizer_info: dict[str, Any],
+    workers: int,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """Statistics, accounting and settings: write ``preprocessing_metadata.json``, return it.
+
+    Raises:
+        AssertionError: ``read != kept + rejected + deduplicated`` (a bug, never bad input).
+    """
     kept_rows = [row for s in SPLITS for row in split_rows[s]]
     n_kept = len(kept_rows)
     status = Counter(row["graph"]["status"] for row in kept_rows)
@@ -658,10 +665,10 @@ def preprocess(
         stats["all"].get("nodes_p95", 0.0),
         stats["all"].get("edges_p95", 0.0),
         cfg.gnn_memory_budget_mb,
-        cfg.gnn_hidden_dim,
+        **({} if cfg.gnn_hidden_dim is None else {"hidden_dim": cfg.gnn_hidden_dim}),
     )
     trimmed = [row for row in kept_rows if row["trimmed"]]
-    reject_reasons = Counter(r.reason for r in rejects)
+    read_total = sum(inputs.read_per_file.values())
     counts = {
         "read": read_total,
         "read_per_file": inputs.read_per_file,
@@ -672,17 +679,21 @@ def preprocess(
         "labels_per_split": {
             s: dict(Counter(str(r["label"]) for r in split_rows[s])) for s in SPLITS
         },
-        "rejected_by_reason": dict(reject_reasons),
+        # records whose loss weight is not 1.0 (what train.use_weights acts on)
+        "weighted_per_split": {
+            s: sum(1 for r in split_rows[s] if r["weight"] != 1.0) for s in SPLITS
+        },
+        "rejected_by_reason": dict(Counter(r.reason for r in rejects)),
     }
     if counts["read"] != n_kept + len(rejects) + len(dedup.removed):
         raise AssertionError(f"record accounting broken: {counts}")
-    timings["total_s"] = time.perf_counter() - t_all
+    timings["total_s"] = time.perf_counter() - started
     metadata: dict[str, Any] = {
         "format_version": 1,
         "counts": counts,
         "accounting": "read == kept + rejected + deduplicated",
         "split_strategy": split_result.strategy,
-        "warnings": warnings,
+        "warnings": list(split_result.warnings),
         "ast": {
             "ok": status.get("ok", 0),
             "ok_with_errors": status.get("ok_with_errors", 0),
@@ -723,6 +734,50 @@ def preprocess(
     }
     atomic_write_json(out_dir / METADATA_FILE, metadata)
     return metadata
+
+
+def preprocess(
+    data_cfg: DataConfig,
+    cfg: PreprocessConfig,
+    output_dir: str | Path,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Turn raw inputs into a processed data set in ``output_dir``; returns the metadata.
+
+    Raises:
+        DataError: an input is missing or unreadable, or no valid record is left.
+        streamguard_core.preprocess.tokens.TokenizerError: the tokenizer cannot be loaded.
+    """
+    timings: dict[str, float] = {}
+    started = t0 = time.perf_counter()
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    inputs, records, rejects = read_stage(data_cfg, cfg)
+    timings["read_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    split_result = split_stage(records, data_cfg)
+    rejects += split_result.rejects
+    timings["split_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+    _require_records(split_result.splits, sum(inputs.read_per_file.values()), rejects, out_dir)
+
+    tok_dir = out_dir / "tokenizer"
+    tokenizer_info = tokenizer_stage(split_result.splits["train"], cfg, data_cfg.seed, tok_dir)
+    timings["tokenizer_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    processed = process_stage(split_result.splits, tok_dir, cfg, show_progress)
+    timings["parse_encode_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    dedup = dedup_stage(split_result.splits, processed, data_cfg.dedup)
+    timings["dedup_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+
+    split_rows = write_stage(out_dir, processed, dedup, rejects)
+    timings["write_s"] = time.perf_counter() - t0
+
+    return metadata_stage(
+        out_dir, data_cfg, cfg, inputs, split_result, rejects, dedup, split_rows,
+        tokenizer_info, processed.workers, timings, started,
+    )  # fmt: skip
 
 
 _ARRAY_KEYS = (

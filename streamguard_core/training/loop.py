@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,26 +66,42 @@ def batches_per_epoch(n: int, cfg: TrainConfig) -> int:
 
 
 class Batches:
-    """Index-driven batching of a processed split for one model kind (its adapter collates)."""
+    """Index-driven batching of a processed split for one model kind (its adapter collates).
 
-    def __init__(self, split: ProcessedSplit, kind: str, pad_id: int = 1) -> None:
+    ``subset`` (split indices, repeats allowed) makes this a view of those examples only,
+    position ``i`` of the view being example ``subset[i]`` of the split, and an epoch visits
+    them in that order (the caller shuffles). None: the whole split, shuffled every epoch.
+    """
+
+    def __init__(
+        self, split: ProcessedSplit, kind: str, pad_id: int = 1, subset: np.ndarray | None = None
+    ) -> None:
         from streamguard_core.models.adapters import adapter_for
 
         self.split, self.kind, self.pad_id = split, kind, pad_id
         self.adapter = adapter_for(kind)
-        self.labels = split.labels
-        self.weights = np.asarray([float(r.get("weight", 1.0)) for r in split.records])
+        self.subset = None if subset is None else np.asarray(subset, dtype=np.int64)
+        rows = slice(None) if self.subset is None else self.subset
+        self.labels = split.labels[rows]
+        self.weights = np.asarray([float(r.get("weight", 1.0)) for r in split.records])[rows]
         self._cache: dict[str, Any] = {}
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
+        """Positions in the order one epoch visits them (see :func:`epoch_order`)."""
+        if self.subset is None:
+            return epoch_order(len(self), seed, epoch)
+        return np.arange(len(self))
+
     def make(self, indices: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
         """Tensors for the examples at ``indices`` (in that order), on ``device``."""
+        rows = indices if self.subset is None else self.subset[indices]
         out: dict[str, torch.Tensor] = {
             "labels": torch.as_tensor(self.labels[indices], dtype=torch.long),
             "weights": torch.as_tensor(self.weights[indices], dtype=torch.float32),
-            **self.adapter.collate(self.split, indices, self.pad_id, self._cache),
+            **self.adapter.collate(self.split, rows, self.pad_id, self._cache),
         }
         return {k: v.to(device) for k, v in out.items()}
 
@@ -192,8 +208,14 @@ def setup(
     pad_id: int = 1,
     lr: float | None = None,
     lr_source: str = "config",
+    train_subset: np.ndarray | None = None,
 ) -> TrainState:
-    """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data."""
+    """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data.
+
+    ``train_subset`` (train-split indices, repeats allowed) trains on those examples only, in
+    that order every epoch: preflight's smoke test passes over 32 examples again and again.
+    None: the whole split, shuffled every epoch.
+    """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     from streamguard_core.models.adapters import resolve_device
@@ -201,7 +223,7 @@ def setup(
     dev = resolve_device(device)
     paths = RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
-    train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id)
+    train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id, subset=train_subset)
     valid = Batches(ProcessedSplit(data_dir, "valid"), kind, pad_id)
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(
@@ -299,7 +321,7 @@ def fit(s: TrainState) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     while s.epoch < cfg.epochs and s.epochs_without_gain < cfg.early_stopping_patience:
         t_epoch = time.perf_counter()
-        order = epoch_order(n, cfg.seed, s.epoch)
+        order = s.train.epoch_order(cfg.seed, s.epoch)
         losses = s.epoch_losses  # kept in checkpoints, so a resumed epoch reports all batches
         s.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(

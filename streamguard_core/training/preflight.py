@@ -1,30 +1,40 @@
-"""Go/no-go checks before a long training run (``streamguard preflight``).
+"""Go/no-go checks of a :class:`~streamguard_core.config.TrainingPlan` before a long training run
+(``streamguard preflight``, the pipeline's preflight task).
 
-Each check returns ``{"name", "status": "pass"|"warn"|"fail", "detail", ...figures}``; any
-``fail`` makes the run a no-go, warnings do not block. The checks:
+Every model of the plan is checked under its run name with exactly the configuration its runs
+get: its full model config (a transformer's ``max_seq_len`` resolved against the data set, as
+:func:`~streamguard_core.training.run.resolve_spec` does for a run), built by its adapter, and the
+plan's training settings (batch size, accumulation, mixed precision, threads, seed
+``plan.seeds[0]``). Each check returns ``{"name", "status": "pass"|"warn"|"fail", "detail",
+...figures}``; any ``fail`` makes the run a no-go, warnings do not block. The checks:
 
 ``device``
     the requested device exists (the full device report is the report's ``device`` key).
 ``data``
     the directory is a processed data set: ``preprocessing_metadata.json``, non-empty train and
     valid splits, both labels in train.
-``overfit:<kind>``
-    a smoke test: the model must fit 32 training examples (both classes) to >= 95% train accuracy.
-    Neural kinds train full-batch with AdamW and no dropout for up to ``overfit_steps`` steps;
-    examples identical (as the model sees them) to one of the other label are left out;
-    the baseline fits TF-IDF + logistic regression with ``min_df=1, C=100``. A model that cannot
-    memorise 32 examples has a bug (or the data's labels do not follow its inputs).
-``memory:<kind>``
-    one forward + backward at the configured batch size on the train split's largest examples
-    (most graph nodes / longest token sequences), plus the AdamW state a real step allocates,
-    compared with the memory capacity: warn above 90%, fail above 100% with a batch size that
-    fits.
+``overfit:<run name>``
+    a smoke test through the real training loop (:func:`~streamguard_core.training.loop.setup`
+    -> :func:`~streamguard_core.training.loop.fit`: schedule, clipping, AMP, collapse detection)
+    on 32 training examples of both classes, with no dropout and a fixed smoke-test learning
+    rate, for at most ``overfit_steps`` optimizer steps: the model must reach >= 95% accuracy on
+    them. Examples identical (as the model sees them) to one of the other label are left out.
+    The baseline fits the plan's TF-IDF + logistic regression with ``min_df=1, C=100``. A model
+    that cannot memorise 32 examples has a bug (or the data's labels do not follow its inputs).
+    A transformer whose ``max_seq_len`` differs from the data set's, or exceeds a pretrained
+    model's positions, fails here and in its memory test.
+``memory:<run name>``
+    one forward + backward at the plan's batch size on the train split's largest examples
+    (most graph nodes / longest token sequences) under the run's autocast dtype, plus the AdamW
+    state a real step allocates, compared with the memory capacity: warn above 90%, fail above
+    100% with a batch size that fits.
 ``lr_cache``
-    the learning-rate finder's cache directory can be created and written.
+    the learning-rate finder's cache directory (``plan.train.lr_cache_dir``) can be written.
 ``disk``
     free space where the report (and so the run) goes: warn under 5 GB, fail under 1 GB.
 
-:func:`run_preflight` writes ``preflight_report.json`` atomically and returns it.
+:func:`run_preflight` writes ``preflight_report.json`` atomically and returns it; its
+``models`` entry holds each model's resolved config and parameter count.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import gc
 import hashlib
 import importlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -43,7 +54,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -51,27 +63,45 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from streamguard_core.config import (
+    TINY,
+    BaselineConfig,
+    GNNConfig,
+    TrainingPlan,
+    TrainJobSpec,
+    TransformerConfig,
+)
 from streamguard_core.io import atomic_write_json
-from streamguard_core.preprocess.dataset import METADATA_FILE, ProcessedSplit, load_metadata
+from streamguard_core.models.adapters import adapter_for, resolve_device
+from streamguard_core.preprocess.dataset import ProcessedDataset, ProcessedSplit
+from streamguard_core.training.batch_size import (
+    CPU_BUDGET_MB,
+    MB,
+    TARGET_FRACTION,
+    largest_examples,
+    recommend_batch_size,
+    suggest_batch_size,
+)
 
 Status = Literal["pass", "warn", "fail"]
-NEURAL_KINDS = ("gnn", "transformer")
-KINDS = (*NEURAL_KINDS, "baseline")
-DEFAULT_LR_CACHE_DIR = Path("~/.cache/streamguard/lr")
-DEFAULT_HIDDEN_DIM = {"gnn": 256, "transformer": 128}
 OVERFIT_LR = {"gnn": 2e-3, "transformer": 1e-3}
-"""Smoke-test learning rates. (The GCN at 3e-3 oscillated and needed up to ~70 steps on the
-synthetic set; 2e-3 reached 95% in 33-49 steps for hidden 64 and 256 over three seeds.)"""
+"""Smoke-test learning rates of models trained from scratch. (The GCN at 3e-3 oscillated and
+needed up to ~70 steps on the synthetic set; 2e-3 reached 95% in 33-49 steps for hidden 64 and
+256 over three seeds.)"""
+PRETRAINED_OVERFIT_LR = 1e-4
+"""Smoke-test learning rate of a pretrained transformer: a few times a fine-tuning rate, since
+32 examples must be memorised within ``overfit_steps``; 1e-3 would wreck pretrained weights."""
 BASELINE_OVERFIT_C = 100.0
 """Weak regularisation for the baseline smoke test: at the default C=1 logistic regression does
 not fit 32 near-identical vulnerable/fixed pairs (84-88% train accuracy); C=100 fits them."""
 OVERFIT_SAMPLES = 32
 OVERFIT_ACCURACY = 0.95
-MEMORY_WARN_FRACTION = 0.9
+MEMORY_WARN_FRACTION = TARGET_FRACTION
 MEMORY_FAIL_FRACTION = 1.0
 DISK_WARN_GB = 5.0
 DISK_FAIL_GB = 1.0
-MB = 1024 * 1024
+INPUT_VIEW = {"transformer": "tokens", "gnn": "graph", "baseline": "text"}
+"""What each model kind reads of an example (for telling examples apart)."""
 
 
 def _check(name: str, status: Status, detail: str, **figures: Any) -> dict[str, Any]:
@@ -81,12 +111,7 @@ def _check(name: str, status: Status, detail: str, **figures: Any) -> dict[str, 
 # --------------------------------------------------------------------------- device
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``cuda``/``cpu``/``cuda:1`` as given; None: CUDA when available, else CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def device_report(device: torch.device) -> dict[str, Any]:
+def device_report(device: torch.device, mixed_precision: str = "auto") -> dict[str, Any]:
     """Torch version, CUDA devices, MPS, CPU count and the AMP dtype training would use."""
     from streamguard_core.training.loop import amp_settings
 
@@ -100,7 +125,7 @@ def device_report(device: torch.device) -> dict[str, Any]:
             )
     mps = getattr(torch.backends, "mps", None)
     usable = device.type != "cuda" or cuda
-    amp_dtype, scaler = amp_settings("auto", device) if usable else (None, False)
+    amp_dtype, scaler = amp_settings(mixed_precision, device) if usable else (None, False)
     return {
         "selected": str(device),
         "torch_version": torch.__version__,
@@ -110,6 +135,7 @@ def device_report(device: torch.device) -> dict[str, Any]:
         "mps_available": bool(mps is not None and mps.is_available()),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "mixed_precision": mixed_precision,
         "amp_dtype": str(amp_dtype) if amp_dtype is not None else None,
         "amp_grad_scaler": scaler,
         "python": sys.version.split()[0],
@@ -131,6 +157,7 @@ def memory_capacity(device: torch.device) -> tuple[float | None, str]:
 
 
 def check_device(requested: str | None, device: torch.device) -> dict[str, Any]:
+    """The device exists (CPU with CUDA present is a warning)."""
     if device.type == "cuda" and not torch.cuda.is_available():
         return _check("device", "fail", f"device {requested!r} requested but CUDA is unavailable")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
@@ -147,18 +174,30 @@ def check_device(requested: str | None, device: torch.device) -> dict[str, Any]:
 # --------------------------------------------------------------------------- data
 
 
-def check_data(data_dir: Path) -> tuple[dict[str, Any], ProcessedSplit | None]:
-    """The data set check and, when it passes, the train split."""
+@dataclass
+class TrainData:
+    """The train split of a data set that passed the data check, and per input view the mask of
+    examples identical to one of the other label (see :func:`label_conflicts`)."""
+
+    data: ProcessedDataset
+    split: ProcessedSplit
+    conflicts: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def check_data(data_dir: Path, views: list[str]) -> tuple[dict[str, Any], TrainData | None]:
+    """The data set check and, when it passes, the train split (label conflicts per view)."""
     if not data_dir.is_dir():
         return _check("data", "fail", f"{data_dir}: no such directory"), None
-    if not (data_dir / METADATA_FILE).exists():
-        return _check("data", "fail", f"{data_dir}: no {METADATA_FILE} (not preprocessed)"), None
-    load_metadata(data_dir)  # valid JSON
+    try:
+        data = ProcessedDataset(data_dir)
+    except FileNotFoundError as exc:
+        return _check("data", "fail", f"{exc} (not preprocessed)"), None
+    data.metadata  # noqa: B018 (validates the metadata file; a bad one fails this check)
     counts: dict[str, int] = {}
     splits: dict[str, ProcessedSplit] = {}
     for name in ("train", "valid", "test"):
         try:
-            splits[name] = ProcessedSplit(data_dir, name)
+            splits[name] = data.split(name)
             counts[name] = len(splits[name])
         except FileNotFoundError:
             counts[name] = 0
@@ -172,8 +211,9 @@ def check_data(data_dir: Path) -> tuple[dict[str, Any], ProcessedSplit | None]:
     figures: dict[str, Any] = {"counts": counts, "train_labels": labels}
     if problems:
         return _check("data", "fail", "; ".join(problems), **figures), None
-    train = splits["train"]
-    conflicts = {view: int(label_conflicts(train, view).sum()) for view in INPUT_VIEW.values()}
+    train = TrainData(data, splits["train"])
+    train.conflicts = {view: label_conflicts(train.split, view) for view in views}
+    conflicts = {view: int(mask.sum()) for view, mask in train.conflicts.items()}
     figures["train_label_conflicts"] = conflicts
     detail = (
         f"train {counts['train']} ({labels.get('1', 0)} vulnerable), valid {counts['valid']}, "
@@ -211,10 +251,6 @@ def overfit_indices(
     return np.sort(np.concatenate([pos[:take_pos], neg[:take_neg]]))
 
 
-INPUT_VIEW = {"transformer": "tokens", "gnn": "graph", "baseline": "text"}
-"""What each model kind reads of an example."""
-
-
 def _digest(split: ProcessedSplit, i: int, view: str) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     if view == "tokens":
@@ -241,47 +277,6 @@ def label_conflicts(split: ProcessedSplit, view: str) -> np.ndarray:
     return np.asarray([len(seen[k]) > 1 for k in keys], dtype=bool)
 
 
-# --------------------------------------------------------------------------- models
-
-
-def model_config(kind: str, hidden_dim: int | None, max_seq_len: int, dropout: float | None) -> Any:
-    """The kind's default architecture with the given hidden size (dropout None: default)."""
-    extra: dict[str, Any] = {} if dropout is None else {"dropout": dropout}
-    if kind == "gnn":
-        from streamguard_core.models.gnn import GNNConfig
-
-        return GNNConfig(hidden_dim=hidden_dim or DEFAULT_HIDDEN_DIM["gnn"], **extra)
-    from streamguard_core.models.transformer import TransformerConfig
-
-    return TransformerConfig(
-        hidden_size=hidden_dim or DEFAULT_HIDDEN_DIM["transformer"],
-        max_seq_len=max_seq_len,
-        **extra,
-    )
-
-
-def _sequence_lengths(split: ProcessedSplit) -> np.ndarray:
-    return np.asarray([len(split.input_ids(i)) for i in range(len(split))], dtype=np.int64)
-
-
-def _graph_sizes(split: ProcessedSplit) -> np.ndarray:
-    return np.asarray(
-        [len(split.graph_arrays(i)["node_type"]) for i in range(len(split))], dtype=np.int64
-    )
-
-
-def _check_sequence_fit(kind: str, split: ProcessedSplit, max_seq_len: int) -> str | None:
-    if kind != "transformer":
-        return None
-    longest = int(_sequence_lengths(split).max())
-    if longest > max_seq_len:
-        return (
-            f"train sequences reach {longest} tokens, more than max_seq_len {max_seq_len}; "
-            "raise --max-seq-len or preprocess with a smaller one"
-        )
-    return None
-
-
 def _two_classes(labels: np.ndarray, conflicting: np.ndarray) -> str | None:
     if len(np.unique(labels)) == 2:
         return None
@@ -291,88 +286,219 @@ def _two_classes(labels: np.ndarray, conflicting: np.ndarray) -> str | None:
     )
 
 
-def check_overfit_neural(
-    kind: str,
-    data_dir: Path,
-    train: ProcessedSplit,
-    hidden_dim: int | None,
-    max_seq_len: int,
-    device: torch.device,
-    steps: int,
-    seed: int = 42,
-) -> dict[str, Any]:
-    """Full-batch AdamW on 32 examples, no dropout, until train accuracy >= 0.95."""
-    from streamguard_core.training.loop import Batches, forward_logits, seed_everything
-    from streamguard_core.training.run import build_model
+# --------------------------------------------------------------------------- models
 
-    name = f"overfit:{kind}"
-    if (problem := _check_sequence_fit(kind, train, max_seq_len)) is not None:
+
+def sequence_length_problem(spec: TrainJobSpec, data: ProcessedDataset) -> str | None:
+    """Why a transformer's (resolved) ``max_seq_len`` does not suit the data set, or None.
+
+    The data set's sequences were encoded to its own ``max_seq_len``: a model with fewer
+    positions cannot embed them, and a larger setting is a configuration mistake (the run would
+    never see more than the data's budget). A pretrained model's own position limit is checked
+    when it is built.
+    """
+    cfg = spec.model
+    if not isinstance(cfg, TransformerConfig) or cfg.max_seq_len is None:
+        return None
+    budget = data.max_seq_len
+    if cfg.max_seq_len > budget:
+        return (
+            f"max_seq_len {cfg.max_seq_len} is above the data set's {budget}: its sequences were "
+            f"cut to {budget} tokens at preprocessing; preprocess with max_seq_len "
+            f"{cfg.max_seq_len}, or leave the model's max_seq_len empty (the data set's)"
+        )
+    if cfg.max_seq_len < budget:
+        return (
+            f"max_seq_len {cfg.max_seq_len} is below the data set's {budget}: the model cannot "
+            f"take sequences of up to {budget} tokens; leave the model's max_seq_len empty (the "
+            "data set's), or preprocess with a smaller one"
+        )
+    return None
+
+
+def build_model(spec: TrainJobSpec, **overrides: Any) -> tuple[torch.nn.Module, int]:
+    """The spec's model (``overrides`` applied to its config), seeded as the run seeds it."""
+    from streamguard_core.training.loop import seed_everything
+
+    seed_everything(spec.seed)
+    cfg = spec.model.model_copy(update=overrides) if overrides else spec.model
+    return adapter_for(cfg.kind).build(cfg, Path(spec.data_dir))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """All parameters of a torch module."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe_model(spec: TrainJobSpec) -> dict[str, Any]:
+    """The report's ``models`` entry: kind, resolved config and parameter count (None for the
+    baseline, whose size depends on the vocabulary it fits, and for a model that fails to
+    build, with the reason under ``error``)."""
+    entry: dict[str, Any] = {
+        "kind": spec.model.kind,
+        "config": spec.model.model_dump(mode="json"),
+        "parameters": None,
+    }
+    if isinstance(spec.model, BaselineConfig):
+        return entry
+    try:
+        model, _ = build_model(spec)
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
+        return entry
+    entry["parameters"] = count_parameters(model)
+    return entry
+
+
+def overfit_lr(spec: TrainJobSpec) -> float:
+    """The smoke test's fixed learning rate for the spec's model."""
+    cfg = spec.model
+    if isinstance(cfg, TransformerConfig) and cfg.model_name_or_path != TINY:
+        return PRETRAINED_OVERFIT_LR
+    return OVERFIT_LR[cfg.kind]
+
+
+def passes_over(indices: np.ndarray, passes: int, seed: int) -> np.ndarray:
+    """``passes`` passes over ``indices``, each in its own seeded order, one after the other."""
+    rng = np.random.default_rng([seed, len(indices)])
+    return np.concatenate([rng.permutation(indices) for _ in range(passes)])
+
+
+def check_overfit_neural(
+    spec: TrainJobSpec, train: TrainData, device: torch.device, max_passes: int
+) -> dict[str, Any]:
+    """The real ``setup -> fit`` path on 32 examples until they are memorised (>= 95%).
+
+    The smoke run is one epoch of up to ``max_passes`` passes over the 32 examples, each pass in
+    a new seeded order (so a batch size >= 32 is full-batch, as a memorisation test needs:
+    random batches drawn from repeats of the 32 needed about twice the steps). It has the
+    plan's batch size, accumulation, warmup + linear decay, clipping, AMP and collapse
+    detection, but dropout 0, the fixed :func:`overfit_lr` and no LR finder, batch sizing or
+    sample weights. It stops as soon as accuracy on the 32 reaches the bar, checked about once
+    per pass. Its files go to a temporary directory under ``spec.run_dir``.
+    """
+    from streamguard_core.training.collapse import CollapseError
+    from streamguard_core.training.loop import (
+        Batches,
+        TrainingInterrupted,
+        fit,
+        predict,
+        setup,
+    )
+
+    name = f"overfit:{spec.name}"
+    kind = spec.model.kind
+    if (problem := sequence_length_problem(spec, train.data)) is not None:
         return _check(name, "fail", problem)
     t0 = time.perf_counter()
-    seed_everything(seed)
-    cfg = model_config(kind, hidden_dim, max_seq_len, dropout=0.0)
-    model, pad_id = build_model(kind, cfg, data_dir)
-    model.to(device).train()
-    conflicting = label_conflicts(train, INPUT_VIEW[kind])
-    idx = overfit_indices(train.labels, OVERFIT_SAMPLES, seed, exclude=conflicting)
-    if (problem := _two_classes(train.labels[idx], conflicting)) is not None:
+    conflicting = train.conflicts[INPUT_VIEW[kind]]
+    idx = overfit_indices(train.split.labels, OVERFIT_SAMPLES, spec.seed, exclude=conflicting)
+    if (problem := _two_classes(train.split.labels[idx], conflicting)) is not None:
         return _check(name, "fail", problem)
-    batch = Batches(train, kind, pad_id).make(idx, device)
-    labels = batch["labels"]
-    lr = OVERFIT_LR[kind]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    accuracy, loss_value, updates = 0.0, float("nan"), 0
-    for updates in range(steps + 1):
-        logits = forward_logits(kind, model, batch).float()
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        accuracy = float((logits.argmax(-1) == labels).float().mean())
-        loss_value = float(loss.detach())
-        if not np.isfinite(loss_value) or accuracy >= OVERFIT_ACCURACY or updates == steps:
-            break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    figures = {
-        "accuracy": round(accuracy, 4),
-        "steps": updates,
-        "max_steps": steps,
-        "final_loss": round(loss_value, 6) if np.isfinite(loss_value) else None,
-        "samples": len(idx),
-        "positives": int(train.labels[idx].sum()),
-        "excluded_conflicting": int(conflicting.sum()),
-        "lr": lr,
-        "hidden_dim": cfg.hidden_dim if kind == "gnn" else cfg.hidden_size,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    if not np.isfinite(loss_value):
-        return _check(name, "fail", f"loss became non-finite after {updates} steps", **figures)
+    lr = overfit_lr(spec)
+    per_step = spec.train.batch_size * spec.train.accumulation_steps  # examples per step
+    sequence = passes_over(idx, max(max_passes, 1), spec.seed)
+    max_steps = math.ceil(math.ceil(len(sequence) / spec.train.batch_size)
+                          / spec.train.accumulation_steps) if max_passes else 0  # fmt: skip
+    cfg = spec.train.model_copy(
+        update={
+            "lr": lr, "lr_finder": False, "auto_batch_size": False, "use_weights": False,
+            "epochs": 1, "max_steps_per_epoch": None,
+            "checkpoint_every_steps": max_steps + 1,  # no periodic checkpoints
+        }
+    )  # fmt: skip
+    model, pad_id = build_model(spec, dropout=0.0)
+    labels = train.split.labels[idx]
+    memorised = Batches(train.split, kind, pad_id, subset=idx)
+    check_every = max(1, len(idx) // per_step)  # about once per pass
+    accuracy, loss, event = 0.0, float("nan"), None
+
+    def measure(m: torch.nn.Module, dev: torch.device) -> None:
+        nonlocal accuracy, loss
+        probs = predict(kind, m, memorised, dev, cfg.batch_size)
+        accuracy = float(((probs >= 0.5).astype(int) == labels).mean())
+        p_label = np.clip(np.where(labels == 1, probs, 1.0 - probs), 1e-12, 1.0)
+        loss = float(-np.log(p_label).mean())
+
+    run_root = Path(spec.run_dir)
+    run_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="overfit-", dir=run_root) as run_dir:
+        state = setup(
+            kind, model, spec.data_dir, run_dir, cfg, device=device, pad_id=pad_id, lr=lr,
+            lr_source="preflight smoke test", train_subset=sequence,
+        )  # fmt: skip
+        state.valid = memorised  # the epoch-end evaluation, too, is of the 32 examples
+
+        def reached() -> bool:
+            if state.global_step % check_every:
+                return False
+            measure(state.model, state.device)
+            return accuracy >= OVERFIT_ACCURACY
+
+        state.should_stop = reached
+        measure(state.model, state.device)
+        if max_passes and accuracy < OVERFIT_ACCURACY:
+            try:
+                fit(state)
+                measure(state.model, state.device)
+            except TrainingInterrupted:
+                pass  # memorised: reached() stopped the run
+            except CollapseError as exc:
+                event = exc.event
+        figures = {
+            "accuracy": round(accuracy, 4),
+            "steps": state.global_step,
+            "max_steps": max_steps,
+            "passes": round(min(state.global_step * per_step, len(sequence)) / len(idx), 2),
+            "max_passes": max_passes,
+            "final_loss": round(loss, 6) if np.isfinite(loss) else None,
+            "samples": len(idx),
+            "positives": int(labels.sum()),
+            "excluded_conflicting": int(conflicting.sum()),
+            "lr": lr,
+            "batch_size": cfg.batch_size,
+            "accumulation_steps": cfg.accumulation_steps,
+            "amp_dtype": str(state.amp_dtype) if state.amp_dtype is not None else None,
+            "skipped_non_finite_steps": state.skipped_steps,
+            "parameters": count_parameters(state.model),
+        }
+    figures["seconds"] = round(time.perf_counter() - t0, 2)
+    if event is not None:
+        return _check(
+            name, "fail", f"the smoke run collapsed ({event.reason}): {event.detail}",
+            collapse=event.to_dict(), **figures,
+        )  # fmt: skip
+    if not np.isfinite(loss):
+        return _check(name, "fail", f"loss became non-finite after {figures['steps']} steps",
+                      **figures)  # fmt: skip
     summary = (
-        f"train accuracy {accuracy:.3f} on {len(idx)} examples after {updates} steps "
-        f"(loss {loss_value:.4f})"
+        f"train accuracy {accuracy:.3f} on {len(idx)} examples after {figures['steps']} steps "
+        f"({figures['passes']} passes, loss {loss:.4f})"
     )
     if accuracy >= OVERFIT_ACCURACY:
         return _check(name, "pass", summary, **figures)
     return _check(
-        name,
-        "fail",
-        f"{summary}; cannot memorise {len(idx)} examples (a model or data bug)",
+        name, "fail", f"{summary}; cannot memorise {len(idx)} examples (a model or data bug)",
         **figures,
-    )
+    )  # fmt: skip
 
 
-def check_overfit_baseline(train: ProcessedSplit, seed: int = 42) -> dict[str, Any]:
-    """TF-IDF + logistic regression (min_df=1) fitted on the 32 must classify them."""
-    from streamguard_core.models.baseline import BaselineConfig, BaselineDetector
+def check_overfit_baseline(spec: TrainJobSpec, train: TrainData) -> dict[str, Any]:
+    """The plan's TF-IDF + logistic regression (with ``min_df=1, C=100``) fitted on 32 examples
+    must classify them."""
+    from streamguard_core.models.baseline import BaselineDetector
 
+    name = f"overfit:{spec.name}"
     t0 = time.perf_counter()
-    conflicting = label_conflicts(train, INPUT_VIEW["baseline"])
-    idx = overfit_indices(train.labels, OVERFIT_SAMPLES, seed, exclude=conflicting)
-    if (problem := _two_classes(train.labels[idx], conflicting)) is not None:
-        return _check("overfit:baseline", "fail", problem)
-    funcs = [str(train.records[int(i)]["func"]) for i in idx]
-    labels = train.labels[idx]
-    det = BaselineDetector(BaselineConfig(min_df=1, C=BASELINE_OVERFIT_C, seed=seed))
+    conflicting = train.conflicts[INPUT_VIEW["baseline"]]
+    idx = overfit_indices(train.split.labels, OVERFIT_SAMPLES, spec.seed, exclude=conflicting)
+    if (problem := _two_classes(train.split.labels[idx], conflicting)) is not None:
+        return _check(name, "fail", problem)
+    funcs = [str(train.split.records[int(i)]["func"]) for i in idx]
+    labels = train.split.labels[idx]
+    assert isinstance(spec.model, BaselineConfig)
+    cfg = spec.model.model_copy(update={"min_df": 1, "C": BASELINE_OVERFIT_C})
+    det = BaselineDetector(cfg, seed=spec.seed)
     det.fit(funcs, labels)
     accuracy = float(((det.predict_proba(funcs) >= 0.5).astype(int) == labels).mean())
     figures = {
@@ -386,8 +512,8 @@ def check_overfit_baseline(train: ProcessedSplit, seed: int = 42) -> dict[str, A
     }
     summary = f"train accuracy {accuracy:.3f} on {len(idx)} examples"
     if accuracy >= OVERFIT_ACCURACY:
-        return _check("overfit:baseline", "pass", summary, **figures)
-    return _check("overfit:baseline", "fail", f"{summary}; cannot memorise them", **figures)
+        return _check(name, "pass", summary, **figures)
+    return _check(name, "fail", f"{summary}; cannot memorise them", **figures)
 
 
 # --------------------------------------------------------------------------- memory
@@ -469,75 +595,30 @@ class _PeakRSS:
         self.peak_delta = max(self._peak - self._base, maxrss_delta, 0)
 
 
-def _largest(sizes: np.ndarray, batch_size: int) -> np.ndarray:
-    """The ``batch_size`` largest examples (cycled when the split is smaller)."""
-    order = np.argsort(-sizes, kind="stable")
-    return np.resize(order, batch_size)
-
-
-def _pow2_floor(n: float) -> int:
-    b = 1
-    while b * 2 <= n:
-        b *= 2
-    return b
-
-
-def suggest_batch_size(
-    batch_size: int, required: float, fixed: float, capacity: float
-) -> tuple[int, str]:
-    """Largest power-of-two batch whose estimate stays under 90% of ``capacity``.
-
-    ``fixed`` (weights, gradients, optimizer state) does not shrink with the batch; the rest
-    (activations) is scaled down in proportion to the batch size.
-    """
-    target = MEMORY_WARN_FRACTION * capacity
-    per_example = max(required - fixed, 0.0) / batch_size
-    if fixed >= target:
-        return 1, (
-            f"the model state alone ({fixed / MB:.1f} MB) exceeds {MEMORY_WARN_FRACTION:.0%} of "
-            "capacity; even batch size 1 may not fit (use a smaller model or more memory)"
-        )
-    if per_example <= 0:
-        return _pow2_floor(batch_size), "activations too small to measure"
-    fits = (target - fixed) / per_example
-    return _pow2_floor(min(max(fits, 1.0), batch_size)), (
-        f"{per_example / MB:.2f} MB of activations per example"
-    )
-
-
 def check_memory(
-    kind: str,
-    data_dir: Path,
-    train: ProcessedSplit,
-    hidden_dim: int | None,
-    max_seq_len: int,
+    spec: TrainJobSpec,
+    train: TrainData,
     device: torch.device,
-    batch_size: int,
     capacity_mb: float | None,
     capacity_source: str,
-    seed: int = 42,
 ) -> dict[str, Any]:
-    """One forward + backward at ``batch_size`` on the largest training examples."""
-    from streamguard_core.training.loop import (
-        Batches,
-        amp_settings,
-        forward_logits,
-        seed_everything,
-    )
-    from streamguard_core.training.run import build_model
+    """One forward + backward at the plan's batch size on the largest training examples, under
+    the run's autocast dtype, plus the AdamW state."""
+    from streamguard_core.training.loop import Batches, amp_settings
 
-    name = f"memory:{kind}"
-    if (problem := _check_sequence_fit(kind, train, max_seq_len)) is not None:
+    name = f"memory:{spec.name}"
+    kind = spec.model.kind
+    if (problem := sequence_length_problem(spec, train.data)) is not None:
         return _check(name, "fail", problem)
     t0 = time.perf_counter()
-    seed_everything(seed)
-    cfg = model_config(kind, hidden_dim, max_seq_len, dropout=None)  # the real run's dropout
-    model, pad_id = build_model(kind, cfg, data_dir)
+    batch_size = spec.train.batch_size
+    adapter = adapter_for(kind)
+    model, pad_id = build_model(spec)  # the run's config, dropout included
     model.to(device).train()
-    sizes = _graph_sizes(train) if kind == "gnn" else _sequence_lengths(train)
-    idx = _largest(sizes, batch_size)
-    batch = Batches(train, kind, pad_id).make(idx, device)
-    amp_dtype, _ = amp_settings("auto", device)
+    sizes = adapter.sizes(train.split)
+    idx = largest_examples(sizes, batch_size)
+    batch = Batches(train.split, kind, pad_id).make(idx, device)
+    amp_dtype, _ = amp_settings(spec.train.mixed_precision, device)
     params = list(model.parameters())
     weights = sum(p.numel() * p.element_size() for p in params)
     grads = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
@@ -545,7 +626,7 @@ def check_memory(
 
     def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = forward_logits(kind, model, batch)
+            logits = adapter.forward(model, batch)
         loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         loss.backward()
 
@@ -569,20 +650,20 @@ def check_memory(
         method = (
             f"CPU: {rss.method} after gc + malloc_trim (peak growth of the resident set over one "
             "forward+backward, max'd with the ru_maxrss growth; activations and gradients) + "
-            "parameter bytes "
-            "(already resident) + 2x fp32 parameters for the AdamW state; at least weights + "
-            "gradients"
+            "parameter bytes (already resident) + 2x fp32 parameters for the AdamW state; at "
+            "least weights + gradients"
         )
         figures = {"rss_peak_growth_mb": round(rss.peak_delta / MB, 2)}
     required = max(measured, float(weights + grads)) + adam
     fixed = float(weights + grads + adam)
     figures.update(
         batch_size=batch_size,
+        accumulation_steps=spec.train.accumulation_steps,
         largest_example=int(sizes.max()),
-        batch_size_unit="graph nodes" if kind == "gnn" else "tokens",
+        batch_size_unit=adapter.size_unit,
         batch_total=int(sizes[idx].sum()),
         amp_dtype=str(amp_dtype) if amp_dtype is not None else None,
-        parameters=sum(p.numel() for p in params),
+        parameters=count_parameters(model),
         weights_mb=round(weights / MB, 2),
         optimizer_state_mb=round(adam / MB, 2),
         required_mb=round(required / MB, 2),
@@ -590,8 +671,8 @@ def check_memory(
         capacity_source=capacity_source,
         method=method,
     )
-    if kind == "gnn":
-        figures["preprocessing_recommendation"] = _gnn_recommendation(data_dir, cfg, capacity_mb)
+    if isinstance(spec.model, GNNConfig):
+        figures["preprocessing_recommendation"] = _gnn_recommendation(train.data, spec, capacity_mb)
     del batch, model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -609,21 +690,21 @@ def check_memory(
     suggested, why = suggest_batch_size(batch_size, required, fixed, capacity_mb * MB)
     figures.update(suggested_batch_size=suggested, suggestion_basis=why)
     status: Status = "fail" if fraction > MEMORY_FAIL_FRACTION else "warn"
-    return _check(name, status, f"{summary}; try --batch-size {suggested} ({why})", **figures)
+    return _check(name, status, f"{summary}; try batch_size {suggested} ({why})", **figures)
 
 
-def _gnn_recommendation(data_dir: Path, cfg: Any, capacity_mb: float | None) -> dict[str, Any]:
-    """preprocess.recommend_batch_size for this capacity (the p95-graph estimate)."""
-    from streamguard_core.preprocess.run import recommend_batch_size
-
-    stats = load_metadata(data_dir).get("graph_stats", {}).get("all", {})
-    budget = capacity_mb if capacity_mb is not None else 2048.0
+def _gnn_recommendation(
+    data: ProcessedDataset, spec: TrainJobSpec, capacity_mb: float | None
+) -> dict[str, Any]:
+    """The graph-statistics estimate (p95 graph) of the batch size for this capacity."""
+    assert isinstance(spec.model, GNNConfig)
+    stats = data.metadata.graph_stats.get("all", {})
     return recommend_batch_size(
         stats.get("nodes_p95", 0.0),
         stats.get("edges_p95", 0.0),
-        budget,
-        cfg.hidden_dim,
-        cfg.num_layers,
+        capacity_mb if capacity_mb is not None else CPU_BUDGET_MB,
+        spec.model.hidden_dim,
+        spec.model.num_layers,
     )
 
 
@@ -686,161 +767,164 @@ def format_check(check: dict[str, Any]) -> str:
     return f"[{check['status'].upper():4s}] {check['name']}: {check['detail']}"
 
 
+def plan_specs(plan: TrainingPlan, data_dir: Path, work_dir: Path) -> list[TrainJobSpec]:
+    """The job of each model at ``plan.seeds[0]``, resolved against the data set where it can
+    be (a transformer's empty ``max_seq_len``), running in ``work_dir/<run name>``."""
+    from streamguard_core.training.run import resolve_spec
+
+    specs = []
+    for model in plan.models:
+        spec = TrainJobSpec(
+            model=model, train=plan.train, seed=plan.seeds[0], data_dir=str(data_dir),
+            run_dir=str(work_dir / model.run_name),
+        )  # fmt: skip
+        with contextlib.suppress(FileNotFoundError, ValueError):  # the data check says why
+            spec = resolve_spec(spec)
+        specs.append(spec)
+    return specs
+
+
 def run_preflight(
     data_dir: str | Path,
-    models: Sequence[str] = KINDS,
-    batch_size: int = 32,
-    max_seq_len: int = 512,
-    hidden_dims: dict[str, int] | None = None,
+    plan: TrainingPlan,
+    *,
     device: str | None = None,
-    lr_cache_dir: str | Path | None = None,
     output: str | Path = "preflight_report.json",
-    overfit_steps: int = 60,
+    overfit_steps: int = 100,
     memory_capacity_mb: float | None = None,
-    seed: int = 42,
-    num_threads: int | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every check, write the report to ``output`` atomically and return it.
+    """Check exactly the models ``plan`` will train; write the report to ``output`` atomically
+    and return it.
 
     Args:
         data_dir: a processed data set (``streamguard data preprocess``).
-        models: kinds to test, any of ``gnn``, ``transformer``, ``baseline``.
-        batch_size: the planned training batch size (memory test).
-        max_seq_len: the transformer's position limit.
-        hidden_dims: per-kind hidden size (default: gnn 256, transformer 128).
+        plan: the training plan; every model is checked under its run name with its full
+            config, the plan's ``train`` settings (batch size, accumulation, mixed precision,
+            threads, LR cache) and seed ``plan.seeds[0]``.
         device: ``cpu``/``cuda``/``cuda:N``; None: CUDA when available.
-        lr_cache_dir: the LR finder cache (default ``~/.cache/streamguard/lr``).
-        output: where ``preflight_report.json`` goes.
-        overfit_steps: most full-batch steps of the neural smoke tests.
+        output: where ``preflight_report.json`` goes (the smoke runs' scratch files go beside
+            it, in a temporary directory removed afterwards).
+        overfit_steps: the budget of each neural smoke test in passes over its 32 examples,
+            i.e. optimizer steps at a batch size >= 32 without accumulation (a smaller batch
+            takes proportionally more steps per pass).
         memory_capacity_mb: override the memory capacity (default: the GPU's total memory, else
             the machine's available RAM).
-        num_threads: torch CPU threads during the checks (restored afterwards).
         echo: called with one line per finished check (e.g. ``print``).
 
     Returns:
-        ``{"go", "checks", "device", "created", ...}``; ``go`` is False when any check failed.
+        ``{"go", "checks", "models", "device", "created", "settings", ...}``; ``go`` is False
+        when any check failed; ``models`` maps each run name to ``{"kind", "config" (resolved),
+        "parameters"}``.
+
+    Raises:
+        ValueError: ``overfit_steps`` < 0 or an unparseable device.
     """
-    unknown = sorted(set(models) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown model kind(s) {unknown}; choose from {list(KINDS)}")
-    if batch_size < 1 or overfit_steps < 0:
-        raise ValueError("batch_size must be >= 1 and overfit_steps >= 0")
+    if overfit_steps < 0:
+        raise ValueError("overfit_steps must be >= 0")
     data_dir, output = Path(data_dir), Path(output)
-    cache_dir = Path(lr_cache_dir or DEFAULT_LR_CACHE_DIR).expanduser()
-    hidden = {**(hidden_dims or {})}
     previous_threads = torch.get_num_threads()
-    if num_threads:
-        torch.set_num_threads(num_threads)
+    if plan.train.num_threads:
+        torch.set_num_threads(plan.train.num_threads)
     try:
-        started = time.perf_counter()
-        checks: list[dict[str, Any]] = []
-
-        def record(check: dict[str, Any]) -> None:
-            checks.append(check)
-            if echo is not None:
-                echo(format_check(check))
-
-        try:
-            dev = resolve_device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"invalid device {device!r}: {exc}") from exc
-        device_info = _guarded_info(dev)
-        record(_guarded("device", lambda: check_device(device, dev)))
-        device_ok = checks[-1]["status"] != "fail"
-        capacity: float | None
-        if memory_capacity_mb is not None:
-            capacity, capacity_source = float(memory_capacity_mb), "--memory-capacity-mb override"
-        elif device_ok:
-            capacity, capacity_source = memory_capacity(dev)
-        else:
-            capacity, capacity_source = None, "unknown (device unavailable)"
-        device_info["memory_capacity_mb"] = round(capacity, 1) if capacity is not None else None
-        device_info["memory_capacity_source"] = capacity_source
-
-        data_check, train = _guarded_data(data_dir)
-        record(data_check)
-        for kind in _ordered(models):
-            tests: Iterable[str] = ("overfit", "memory") if kind in NEURAL_KINDS else ("overfit",)
-            for test in tests:
-                name = f"{test}:{kind}"
-                if train is None:
-                    record(_check(name, "fail", "not run: the data check failed", skipped=True))
-                    continue
-                if kind in NEURAL_KINDS and not device_ok:
-                    record(_check(name, "fail", "not run: the device is unavailable", skipped=True))
-                    continue
-                if name == "overfit:baseline":
-                    fn = partial(check_overfit_baseline, train, seed)
-                elif test == "overfit":
-                    fn = partial(
-                        check_overfit_neural,
-                        kind,
-                        data_dir,
-                        train,
-                        hidden.get(kind),
-                        max_seq_len,
-                        dev,
-                        overfit_steps,
-                        seed,
-                    )
-                else:
-                    fn = partial(
-                        check_memory,
-                        kind,
-                        data_dir,
-                        train,
-                        hidden.get(kind),
-                        max_seq_len,
-                        dev,
-                        batch_size,
-                        capacity,
-                        capacity_source,
-                        seed,
-                    )
-                record(_guarded(name, fn))
-        record(_guarded("lr_cache", lambda: check_lr_cache(cache_dir)))
-        record(_guarded("disk", lambda: check_disk(output)))
-
-        report = {
-            "go": all(c["status"] != "fail" for c in checks),
-            "checks": checks,
-            "device": device_info,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "data_dir": data_dir,
-            "settings": {
-                "models": list(_ordered(models)),
-                "batch_size": batch_size,
-                "max_seq_len": max_seq_len,
-                "hidden_dims": hidden,
-                "overfit_steps": overfit_steps,
-                "lr_cache_dir": cache_dir,
-                "memory_capacity_mb": memory_capacity_mb,
-                "seed": seed,
-                "num_threads": torch.get_num_threads(),
-            },
-            "counts": {s: sum(c["status"] == s for c in checks) for s in ("pass", "warn", "fail")},
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {device!r}: {exc}") from exc
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".preflight-", dir=output.parent) as work:
+            report = _run_checks(
+                data_dir, plan, device, dev, Path(work), output, overfit_steps,
+                memory_capacity_mb, echo,
+            )  # fmt: skip
         atomic_write_json(output, report)
         return report
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _ordered(models: Sequence[str]) -> list[str]:
-    return [k for k in KINDS if k in set(models)]
+def _run_checks(
+    data_dir: Path, plan: TrainingPlan, requested: str | None, dev: torch.device, work: Path,
+    output: Path, overfit_steps: int, memory_capacity_mb: float | None,
+    echo: Callable[[str], None] | None,
+) -> dict[str, Any]:  # fmt: skip
+    started = time.perf_counter()
+    cache_dir = Path(plan.train.lr_cache_dir).expanduser()
+    checks: list[dict[str, Any]] = []
+
+    def record(check: dict[str, Any]) -> None:
+        checks.append(check)
+        if echo is not None:
+            echo(format_check(check))
+
+    device_info = _guarded_info(dev, plan.train.mixed_precision)
+    record(_guarded("device", lambda: check_device(requested, dev)))
+    device_ok = checks[-1]["status"] != "fail"
+    capacity: float | None
+    if memory_capacity_mb is not None:
+        capacity, capacity_source = float(memory_capacity_mb), "memory_capacity_mb override"
+    elif device_ok:
+        capacity, capacity_source = memory_capacity(dev)
+    else:
+        capacity, capacity_source = None, "unknown (device unavailable)"
+    device_info["memory_capacity_mb"] = round(capacity, 1) if capacity is not None else None
+    device_info["memory_capacity_source"] = capacity_source
+
+    views = list(dict.fromkeys(INPUT_VIEW[m.kind] for m in plan.models))
+    data_check, train = _guarded_data(data_dir, views)
+    record(data_check)
+    specs = plan_specs(plan, data_dir, work)
+    models: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        models[spec.name] = describe_model(spec)
+        neural = not isinstance(spec.model, BaselineConfig)
+        for test in ("overfit", "memory") if neural else ("overfit",):
+            name = f"{test}:{spec.name}"
+            if train is None:
+                record(_check(name, "fail", "not run: the data check failed", skipped=True))
+                continue
+            if neural and not device_ok:
+                record(_check(name, "fail", "not run: the device is unavailable", skipped=True))
+                continue
+            fn: Callable[[], dict[str, Any]]
+            if not neural:
+                fn = partial(check_overfit_baseline, spec, train)
+            elif test == "overfit":
+                fn = partial(check_overfit_neural, spec, train, dev, overfit_steps)
+            else:
+                fn = partial(check_memory, spec, train, dev, capacity, capacity_source)
+            record(_guarded(name, fn))
+    record(_guarded("lr_cache", lambda: check_lr_cache(cache_dir)))
+    record(_guarded("disk", lambda: check_disk(output)))
+    return {
+        "go": all(c["status"] != "fail" for c in checks),
+        "checks": checks,
+        "models": models,
+        "device": device_info,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data_dir": data_dir,
+        "settings": {
+            "plan": plan.model_dump(mode="json"),
+            "seed": plan.seeds[0],
+            "overfit_steps": overfit_steps,
+            "lr_cache_dir": cache_dir,
+            "memory_capacity_mb": memory_capacity_mb,
+            "num_threads": torch.get_num_threads(),
+        },
+        "counts": {s: sum(c["status"] == s for c in checks) for s in ("pass", "warn", "fail")},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
-def _guarded_info(dev: torch.device) -> dict[str, Any]:
+def _guarded_info(dev: torch.device, mixed_precision: str) -> dict[str, Any]:
     try:
-        return device_report(dev)
+        return device_report(dev, mixed_precision)
     except Exception as exc:
         return {"selected": str(dev), "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _guarded_data(data_dir: Path) -> tuple[dict[str, Any], ProcessedSplit | None]:
+def _guarded_data(data_dir: Path, views: list[str]) -> tuple[dict[str, Any], TrainData | None]:
     try:
-        return check_data(data_dir)
+        return check_data(data_dir, views)
     except Exception as exc:
         return _check("data", "fail", f"{type(exc).__name__}: {str(exc)[:500]}"), None

@@ -23,6 +23,7 @@ from streamguard_core.config import BaselineConfig, TrainConfig, TrainJobSpec
 from streamguard_core.io import atomic_write_json, write_jsonl
 from streamguard_core.models.adapters import adapter_for, resolve_device
 from streamguard_core.preprocess.dataset import ProcessedDataset
+from streamguard_core.training.batch_size import auto_batch_size
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 from streamguard_core.training.collapse import CollapseError, write_collapse_report
 from streamguard_core.training.loop import (
@@ -281,56 +282,3 @@ def run_lr_finder(
     finally:
         model.load_state_dict(saved_weights)
         set_rng_state(saved_rng)
-
-
-def auto_batch_size(
-    kind: str, model: torch.nn.Module, model_cfg: Any, cfg: TrainConfig, data_dir: Path,
-    pad_id: int, device: str | None,
-) -> tuple[TrainConfig, dict[str, Any]]:  # fmt: skip
-    """A batch size for the memory budget: from graph statistics (GNN) or a CUDA probe."""
-    from streamguard_core.preprocess.run import recommend_batch_size
-
-    cuda = resolve_device(device).type == "cuda"
-    budget = cfg.memory_budget_mb or (
-        0.8 * torch.cuda.get_device_properties(0).total_memory / 2**20 if cuda else 2048.0
-    )
-    note: dict[str, Any] = {"memory_budget_mb": round(budget, 1), "requested": cfg.batch_size}
-    if kind == "gnn":
-        stats = ProcessedDataset(data_dir).metadata.graph_stats
-        sizing = recommend_batch_size(
-            stats["train"].get("nodes_p95", 0.0), stats["train"].get("edges_p95", 0.0), budget,
-            model_cfg.hidden_dim, model_cfg.num_layers,
-        )  # fmt: skip
-        note.update(sizing)
-        batch = int(sizing["recommended_batch_size"])
-    elif cuda:
-        batch = _probe_transformer_batch(model, cfg, data_dir, pad_id, device or "cuda")
-        note["method"] = "CUDA probe: one forward+backward on the longest sequences, halving on OOM"
-    else:
-        batch = cfg.batch_size
-        note["method"] = "no probe on CPU: the configured batch size is kept"
-    note["chosen"] = batch
-    return cfg.model_copy(update={"batch_size": batch}), note
-
-
-def _probe_transformer_batch(
-    model: torch.nn.Module, cfg: TrainConfig, data_dir: Path, pad_id: int, device: str
-) -> int:
-    from streamguard_core.preprocess.dataset import ProcessedSplit
-    from streamguard_core.training.loop import Batches, forward_logits
-
-    data = Batches(ProcessedSplit(data_dir, "train"), "transformer", pad_id)
-    longest = np.argsort([-len(data.split.input_ids(i)) for i in range(len(data))])
-    model.to(device).train()
-    batch = cfg.batch_size
-    while batch >= 1:
-        try:
-            b = data.make(longest[:batch], torch.device(device))
-            forward_logits("transformer", model, b).float().sum().backward()
-            model.zero_grad(set_to_none=True)
-            return batch
-        except torch.OutOfMemoryError:
-            model.zero_grad(set_to_none=True)
-            torch.cuda.empty_cache()
-            batch //= 2
-    raise RuntimeError("not even one sequence fits in GPU memory")

@@ -27,16 +27,18 @@ AWS_CLEARED = (
 )
 # a GNN that trains in ~2 s on one slow core: hidden 16, 2 layers, no identifier embedding
 TINY_GNN = {
-    "model": "gnn",
+    "model": {"kind": "gnn", "hidden_dim": 16, "num_layers": 2, "node_token_dim": 0},
+    "train": {"epochs": 2, "batch_size": 2, "checkpoint_every_steps": 2, "num_threads": 1},
     "seed": 7,
-    "epochs": 2,
-    "batch_size": 2,
-    "hidden_dim": 16,
-    "num_layers": 2,
-    "node_token_dim": 0,
-    "checkpoint_every_steps": 2,
-    "num_threads": 1,
 }
+
+
+def tiny_gnn(data_dir: str = "/data", run_dir: str = "/run", **train: object):
+    """The TINY_GNN job spec (``train`` overrides train settings)."""
+    from streamguard_core.config import TrainJobSpec
+
+    raw = {**TINY_GNN, "train": {**TINY_GNN["train"], **train}}
+    return TrainJobSpec.model_validate({**raw, "data_dir": data_dir, "run_dir": run_dir})
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""Hyperparameter encoding, SageMakerConfig checks, prices, secret redaction, import hygiene."""
+"""The ``spec`` hyperparameter, SageMakerConfig checks, prices, secret redaction, imports."""
 
 from __future__ import annotations
 
@@ -7,80 +7,77 @@ import subprocess
 import sys
 
 import pytest
+from _aws_testkit import tiny_gnn
 from pydantic import ValidationError
 
 from streamguard_core.aws.config import (
+    MAX_HYPERPARAMETER_CHARS,
     REDACTED,
+    HyperparameterTooLong,
     SageMakerConfig,
-    TrainHyperparameters,
-    parse_hyperparameter,
     price_per_hour,
     redact,
+    spec_from_hyperparameters,
+    spec_hyperparameters,
 )
+from streamguard_core.config import TrainJobSpec
 
 
-@pytest.mark.parametrize(
-    ("raw", "value"),
-    [
-        ("3", 3),
-        ("0.001", 0.001),
-        ("1e-3", 0.001),
-        ("true", True),
-        ("False", False),
-        ("null", None),
-        ("None", None),
-        ('"gnn"', "gnn"),
-        ("gnn", "gnn"),
-        ("microsoft/codebert-base", "microsoft/codebert-base"),
-        (4, 4),
-    ],
-)
-def test_parse_hyperparameter(raw, value):
-    assert parse_hyperparameter(raw) == value
+def test_the_spec_travels_whole_as_one_string_hyperparameter():
+    spec = tiny_gnn(lr=5e-4, use_weights=True, lr_finder=True, weight_decay=0.03)
+    wire = spec_hyperparameters(spec)
+    assert list(wire) == ["spec"] and isinstance(wire["spec"], str)
+    assert json.loads(wire["spec"]) == spec.model_dump(mode="json")  # every field, defaults too
+    assert spec_from_hyperparameters(wire) == spec
 
 
-def test_hyperparameters_round_trip_as_strings():
-    hp = TrainHyperparameters(
-        model="transformer", seed=43, lr=5e-4, epochs=3, transformer_model="microsoft/codebert-base"
+def test_the_sdk_encoding_and_its_keys_are_accepted():
+    spec = tiny_gnn()
+    sdk_style = {  # the SageMaker Python SDK JSON-encodes every value once more
+        "spec": json.dumps(spec.model_dump_json()),
+        "sagemaker_program": '"train.py"',
+        "sagemaker_region": '"us-east-1"',
+    }
+    assert spec_from_hyperparameters(sdk_style) == spec
+
+
+def test_bad_hyperparameters_are_refused_with_the_reason():
+    wire = spec_hyperparameters(tiny_gnn())
+    with pytest.raises(ValueError, match=r"invalid hyperparameters: unknown key\(s\) \['epochs'\]"):
+        spec_from_hyperparameters({**wire, "epochs": "3"})
+    with pytest.raises(ValueError, match="invalid hyperparameters: no 'spec'"):
+        spec_from_hyperparameters({"sagemaker_program": "x"})
+    with pytest.raises(ValueError, match="spec is not JSON"):
+        spec_from_hyperparameters({"spec": "{model: gnn"})
+    bad = json.loads(wire["spec"])
+    bad["train"]["epochs"] = 0
+    with pytest.raises(ValueError, match=r"spec\.train\.epochs: Input should be greater"):
+        spec_from_hyperparameters({"spec": json.dumps(bad)})
+    bad["train"]["epochs"], bad["model"]["kind"] = 2, "lstm"
+    with pytest.raises(ValueError, match=r"invalid hyperparameters: spec\.model"):
+        spec_from_hyperparameters({"spec": json.dumps(bad)})
+
+
+def test_a_spec_over_the_hyperparameter_limit_is_a_clear_error():
+    spec = TrainJobSpec(
+        model={"kind": "transformer", "model_name_or_path": "/models/" + "x" * 2400},
+        data_dir="/data",
+        run_dir="/run",
     )
-    wire = hp.to_sagemaker()
-    assert all(isinstance(v, str) for v in wire.values())
-    assert "max_steps_per_epoch" not in wire  # unset optional values are left out
-    assert wire["lr"] == "0.0005" and wire["model"] == "transformer"
-    assert TrainHyperparameters.from_sagemaker(wire) == hp
+    with pytest.raises(HyperparameterTooLong) as info:
+        spec_hyperparameters(spec)
+    message = str(info.value)
+    assert "transformer seed 42" in message and "at most 2,500" in message
+    assert f"{len(spec.model_dump_json()):,} characters" in message
+    assert isinstance(info.value, ValueError)
 
 
-def test_hyperparameters_from_sagemaker_strings_and_sdk_keys():
-    hp = TrainHyperparameters.from_sagemaker(
-        {
-            "model": '"gnn"',
-            "epochs": "2",
-            "lr": "null",
-            "num_threads": "1",
-            "mixed_precision": "off",
-            "sagemaker_program": '"train.py"',
-        }
-    )
-    assert (hp.model, hp.epochs, hp.lr, hp.num_threads) == ("gnn", 2, None, 1)
+def test_the_limit_is_the_one_in_sagemakers_service_model():
+    import botocore.session
 
-
-def test_hyperparameters_refuse_unknown_and_bad_values():
-    with pytest.raises(ValidationError, match="learning_rate"):
-        TrainHyperparameters.from_sagemaker({"model": "gnn", "learning_rate": "0.1"})
-    with pytest.raises(ValidationError, match="epochs"):
-        TrainHyperparameters.from_sagemaker({"model": "gnn", "epochs": "0"})
-    with pytest.raises(ValidationError, match="model"):
-        TrainHyperparameters.from_sagemaker({"model": "lstm"})
-
-
-def test_hyperparameters_build_the_model_configs():
-    gnn, train = TrainHyperparameters(
-        model="gnn", hidden_dim=16, num_layers=2, node_token_dim=0, seed=5
-    ).model_and_train_configs()
-    assert (gnn.kind, gnn.hidden_dim, gnn.num_layers, gnn.node_token_dim) == ("gnn", 16, 2, 0)
-    assert train.seed == 5
-    tf, _ = TrainHyperparameters(model="transformer", hidden_dim=32).model_and_train_configs()
-    assert (tf.kind, tf.hidden_size, tf.model_name_or_path) == ("transformer", 32, "tiny")
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model("CreateTrainingJob").input_shape.members["HyperParameters"]
+    assert shape.value.metadata["max"] == MAX_HYPERPARAMETER_CHARS
 
 
 def _config(**kw):
@@ -135,23 +132,43 @@ def test_the_aws_core_imports_neither_prefect_nor_torch_nor_boto3():
         "import streamguard_core.aws.config, streamguard_core.aws.jobs, streamguard_core.aws.s3\n"
         "import streamguard_core.aws.cost, streamguard_core.aws.tarsafe\n"
         "import streamguard_core.aws.entrypoint, streamguard_core.aws.emulator\n"
+        "import streamguard_core.backends.sagemaker\n"
         "bad = [m for m in ('prefect', 'torch', 'boto3') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_one_plan_builds_the_same_model_locally_and_on_sagemaker():
-    from streamguard_core.aws.backend import hyperparameters_for
-    from streamguard_core.pipeline.config import TrainingPlan
-    from streamguard_core.pipeline.runner import neural_configs
+def test_a_job_receives_exactly_the_plans_spec():
+    from streamguard_core.backends.sagemaker import job_spec
+    from streamguard_core.config import TrainingPlan
 
-    plan = TrainingPlan(transformer_hidden_dim=32, transformer_layers=1, gnn_hidden_dim=16,
-                        gnn_layers=2, epochs=2)  # fmt: skip
-    for kind in ("transformer", "gnn"):
-        local_model, local_train = neural_configs(kind, plan, 42, 128)
-        job_model, job_train = hyperparameters_for(kind, 42, plan, 128).model_and_train_configs()
-        assert job_model == local_model, kind
-        assert (job_train.epochs, job_train.seed, job_train.batch_size) == (
-            local_train.epochs, local_train.seed, local_train.batch_size)  # fmt: skip
-    assert local_model.hidden_dim == 16
+    plan = TrainingPlan(
+        models=[{"kind": "transformer", "hidden_size": 32, "num_layers": 1},
+                {"kind": "gnn", "hidden_dim": 16, "name": "gnn-small"}, "gnn", "baseline"],
+        seeds=[42, 43], train={"epochs": 2, "use_weights": True, "lr_finder": True},
+    )  # fmt: skip
+    specs = plan.jobs("/here/data", "/here/out")
+    cfg = _config()
+    names = set()
+    for spec in specs:
+        job = job_spec(cfg, "run1", spec, "s3://b/data/abc/")
+        received = spec_from_hyperparameters(job.hyperparameters)
+        assert received.model == spec.model and received.train == spec.train
+        assert received.seed == spec.seed == received.train.seed
+        assert (received.data_dir, received.run_dir) == (
+            "/opt/ml/input/data/data", "/opt/ml/checkpoints/run")  # fmt: skip
+        assert (
+            job.checkpoint_s3_uri
+            == f"s3://b/streamguard/checkpoints/run1/{spec.name}/seed_{spec.seed}/"
+        )
+        names.add(job.job_name)
+    assert len(names) == len(specs)  # one job (and checkpoint prefix) per model name x seed
+
+
+def test_the_bucket_may_come_from_a_block_but_must_come_from_somewhere():
+    cfg = _config(bucket=None)
+    assert cfg.bucket is None
+    with pytest.raises(ValueError, match=r"no S3 bucket for the SageMaker jobs.*s3_bucket_block"):
+        cfg.require_bucket()
+    assert _config().require_bucket() == "b"

@@ -80,3 +80,28 @@ def test_the_worker_image_matches_the_prefect_pin():
     assert cmd[cmd.index("--pool") + 1] == "streamguard-sagemaker"
     assert 'pip install ".[${EXTRAS}]"' in dict(steps)["RUN"]
     assert "orchestration,aws" in dict(steps)["ARG"]
+
+
+def _makefile_torch() -> str:
+    found = re.search(r"^TORCH_VERSION\s*\??=\s*(\S+)\s*$", (REPO / "Makefile").read_text(), re.M)
+    assert found, "the Makefile no longer pins TORCH_VERSION"
+    return found.group(1)
+
+
+def test_the_training_image_installs_the_torch_the_makefile_pins():
+    steps = instructions(REPO / "docker" / "Dockerfile.train")
+    args = dict(
+        a.split("=", 1) for kw, a in steps if kw == "ARG" and a.startswith("TORCH_VERSION=")
+    )
+    assert args.get("TORCH_VERSION") == _makefile_torch(), (
+        f"docker/Dockerfile.train installs torch {args.get('TORCH_VERSION')}, the Makefile pins "
+        f"{_makefile_torch()}: change both together"
+    )
+    runs = [a for kw, a in steps if kw == "RUN"]
+    install = next(a for a in runs if "pip install" in a)
+    # installed pinned, before the project (whose torch>=2.4 then keeps it), and checked
+    assert install.index('pip install "torch==${TORCH_VERSION}"') < install.index('".[torch]"')
+    assert "torch.__version__" in install and "${TORCH_VERSION}" in install.split("assert")[1]
+    # no base image brings a torch of its own that could win over the pinned one
+    base = next(a for kw, a in steps if kw == "ARG" and a.startswith("BASE_IMAGE="))
+    assert "pytorch" not in base.lower()

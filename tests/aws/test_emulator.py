@@ -14,10 +14,10 @@ from typing import Any
 
 import boto3
 import pytest
-from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, TINY_GNN
+from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, tiny_gnn
 from botocore.exceptions import ClientError
 
-from streamguard_core.aws.config import TrainHyperparameters
+from streamguard_core.aws.config import spec_hyperparameters
 from streamguard_core.aws.emulator import TAG_INTERRUPT_AFTER, TAG_INTERRUPTIONS
 from streamguard_core.aws.jobs import (
     JobFailed,
@@ -40,11 +40,7 @@ JOB_TIMEOUT_S = 240
 def _spec(
     name: str, data_uri: str, hyperparameters: dict[str, Any] | None = None, **kw: Any
 ) -> SageMakerJobSpec:
-    hp = (
-        TrainHyperparameters(**TINY_GNN).to_sagemaker()
-        if hyperparameters is None
-        else (hyperparameters)
-    )
+    hp = spec_hyperparameters(tiny_gnn()) if hyperparameters is None else hyperparameters
     fields: dict[str, Any] = {
         "job_name": name,
         "image_uri": IMAGE_URI,
@@ -123,7 +119,7 @@ def test_a_job_runs_to_completed_and_its_model_loads(finished_jobs, clients, emu
     model_dir = job["dir"]
     status = json.loads((model_dir / "run_status.json").read_text())
     assert status["status"] == "completed" and status["resumed"] is False
-    assert status["training_job_name"] == "emu-straight" and status["backend"] == "sagemaker"
+    assert status["job_name"] == "emu-straight" and status["backend"] == "sagemaker"
     assert {"valid", "test"} <= set(json.loads((model_dir / "metrics.json").read_text()))
     detector = load_detector(model_dir / "model")
     probs = detector.predict_proba(["int f(char *s) { char b[4]; strcpy(b, s); return 0; }"])
@@ -172,7 +168,9 @@ def test_an_interrupted_job_resumes_from_s3_and_matches(finished_jobs, clients, 
 
 def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri):
     sm, _ = clients
-    spec = _spec("emu-bad-hp", data_uri, {"model": "gnn", "learning_rate": "0.1"})
+    spec = _spec(
+        "emu-bad-hp", data_uri, {**spec_hyperparameters(tiny_gnn()), "learning_rate": "0.1"}
+    )
     create_training_job(sm, spec)
     with pytest.raises(JobFailed) as info:
         _wait(emulator, sm, spec.job_name)
@@ -193,9 +191,7 @@ def test_a_missing_channel_fails_the_download(clients, emulator):
 
 def test_stop_sends_sigterm_and_the_job_ends_stopped(clients, emulator, data_uri):
     sm, _ = clients
-    spec = _spec(
-        "emu-stop", data_uri, TrainHyperparameters(**{**TINY_GNN, "epochs": 50}).to_sagemaker()
-    )
+    spec = _spec("emu-stop", data_uri, spec_hyperparameters(tiny_gnn(epochs=50)))
     create_training_job(sm, spec)
     seen: list[str] = []
     with pytest.raises(JobStopped) as info:  # cancel (as a cancelled flow run does) in Training
@@ -236,6 +232,10 @@ def test_requests_are_validated_like_sagemaker(clients, emulator, data_uri):
     with pytest.raises(ClientError, match="EnableManagedSpotTraining"):
         sm.create_training_job(**request)
     request["StoppingCondition"] = {"MaxRuntimeInSeconds": 60}
+    request["HyperParameters"] = {"spec": "x" * 2501}
+    with pytest.raises(ClientError, match="less than or equal to 2500"):
+        sm.create_training_job(**request)
+    request["HyperParameters"] = {"spec": "x" * 2500}
     request["RoleArn"] = "arn:aws:iam::not-an-account:role/x"
     with pytest.raises(ClientError, match="roleArn"):
         sm.create_training_job(**request)

@@ -12,24 +12,29 @@ import time
 from pathlib import Path
 
 import pytest
-from _aws_testkit import TINY_GNN
+from _aws_testkit import tiny_gnn
 
+from streamguard_core.aws.config import spec_hyperparameters
 from streamguard_core.aws.entrypoint import (
     EXIT_INTERRUPTED,
     find_resume_checkpoint,
     main,
     prepare_resume,
 )
+from streamguard_core.config import TrainJobSpec
 from streamguard_core.models.registry import load_detector
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 
+BASELINE = TrainJobSpec(model={"kind": "baseline"}, seed=3, data_dir="/d", run_dir="/r")
 
-def _base(root: Path, hyperparameters: dict, data: Path | None) -> Path:
-    """An /opt/ml layout: hyperparameters.json (all strings) and the 'data' channel."""
+
+def _base(root: Path, hyperparameters: TrainJobSpec | dict, data: Path | None) -> Path:
+    """An /opt/ml layout: hyperparameters.json (a spec, or raw strings) and the 'data' channel."""
     config = root / "input" / "config"
     config.mkdir(parents=True)
-    wire = {k: v if isinstance(v, str) else json.dumps(v) for k, v in hyperparameters.items()}
-    (config / "hyperparameters.json").write_text(json.dumps(wire))
+    if isinstance(hyperparameters, TrainJobSpec):
+        hyperparameters = spec_hyperparameters(hyperparameters)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     if data is not None:
         shutil.copytree(data, root / "input" / "data" / "data")
     return root
@@ -42,15 +47,25 @@ def _run(monkeypatch, base: Path, argv: list[str] | None = None) -> int:
 
 
 def test_bad_hyperparameter_fails_with_a_reason(monkeypatch, tmp_path, processed):
-    base = _base(tmp_path / "ml", {"model": "gnn", "learning_rate": 0.1}, processed)
+    wire = {**spec_hyperparameters(tiny_gnn()), "learning_rate": "0.1"}
+    base = _base(tmp_path / "ml", wire, processed)
     assert _run(monkeypatch, base) == 1
     reason = (base / "output" / "failure").read_text()
     assert reason.startswith("ValueError: invalid hyperparameters") and "learning_rate" in reason
     assert not (base / "model" / "run_status.json").exists()
 
 
+def test_an_invalid_spec_names_the_field(monkeypatch, tmp_path, processed):
+    raw = tiny_gnn().model_dump(mode="json")
+    raw["train"]["batch_size"] = 0
+    base = _base(tmp_path / "ml", {"spec": json.dumps(raw)}, processed)
+    assert _run(monkeypatch, base) == 1
+    reason = (base / "output" / "failure").read_text()
+    assert reason.startswith("ValueError: invalid hyperparameters: spec.train.batch_size")
+
+
 def test_missing_data_channel_fails_with_a_reason(monkeypatch, tmp_path):
-    base = _base(tmp_path / "ml", {"model": "baseline"}, data=None)
+    base = _base(tmp_path / "ml", BASELINE, data=None)
     assert _run(monkeypatch, base, ["train"]) == 1
     reason = (base / "output" / "failure").read_text()
     assert "FileNotFoundError" in reason and "'data' input channel" in reason
@@ -60,22 +75,30 @@ def test_unexpected_arguments_are_a_usage_error(monkeypatch, tmp_path):
     assert _run(monkeypatch, tmp_path, ["train", "--epochs", "3"]) == 2
 
 
-def test_baseline_writes_the_model_directory(monkeypatch, tmp_path, processed):
-    base = _base(tmp_path / "ml", {"model": "baseline", "seed": 3}, processed)
+def test_baseline_runs_through_run_job_and_writes_the_model_directory(
+    monkeypatch, tmp_path, processed
+):
+    base = _base(tmp_path / "ml", BASELINE, processed)
     (base / "output").mkdir()
     (base / "output" / "failure").write_text("stale from an earlier run")
+    monkeypatch.setenv("TRAINING_JOB_NAME", "sg-run-baseline-s3")
     assert _run(monkeypatch, base) == 0
     model = base / "model"
     status = json.loads((model / "run_status.json").read_text())
-    assert {k: status[k] for k in ("model", "seed", "status", "error", "backend", "device")} == {
-        "model": "baseline",
-        "seed": 3,
-        "status": "completed",
-        "error": None,
-        "backend": "sagemaker",
-        "device": "cpu",
-    }
-    assert status["wall_s"] >= 0 and status["run_dir"] == str(base / "checkpoints" / "run")
+    assert {k: status[k] for k in ("model", "kind", "seed", "status", "error", "backend",
+                                   "device", "job_name")} == {
+        "model": "baseline", "kind": "baseline", "seed": 3, "status": "completed",
+        "error": None, "backend": "sagemaker", "device": "cpu", "job_name": "sg-run-baseline-s3",
+    }  # fmt: skip
+    run_dir = base / "checkpoints" / "run"
+    assert status["wall_s"] >= 0 and status["run_dir"] == str(run_dir)
+    assert json.loads((run_dir / "run_status.json").read_text()) == status
+    # the spec it ran: the one sent, with the container's data channel and run directory
+    ran = json.loads((model / "exp_config.json").read_text())
+    assert ran.pop("resumed") is False
+    assert ran == BASELINE.with_paths(base / "input" / "data" / "data", run_dir).model_dump(
+        mode="json"
+    )
     metrics = json.loads((model / "metrics.json").read_text())
     assert set(metrics) == {"valid", "test"}
     rows = (model / "predictions.jsonl").read_text().splitlines()
@@ -110,7 +133,7 @@ def test_the_newest_complete_checkpoint_is_chosen(tmp_path, caplog):
 
 
 def test_a_partial_latest_is_ignored(monkeypatch, tmp_path, processed, caplog):
-    base = _base(tmp_path / "ml", TINY_GNN, processed)
+    base = _base(tmp_path / "ml", tiny_gnn(), processed)
     _fake_checkpoint(base / "checkpoints" / "run" / "checkpoints" / "latest", 8, complete=False)
     assert _run(monkeypatch, base) == 0
     assert "ignoring incomplete checkpoint" in caplog.text
@@ -125,7 +148,7 @@ def test_a_partial_latest_is_ignored(monkeypatch, tmp_path, processed, caplog):
 @pytest.fixture(scope="module")
 def reference_metrics(processed, tmp_path_factory) -> dict:
     """metrics.json of an uninterrupted run of TINY_GNN (in this process)."""
-    base = _base(tmp_path_factory.mktemp("reference") / "ml", TINY_GNN, processed)
+    base = _base(tmp_path_factory.mktemp("reference") / "ml", tiny_gnn(), processed)
     with pytest.MonkeyPatch.context() as mp:
         assert _run(mp, base) == 0
     return json.loads((base / "model" / "metrics.json").read_text())
@@ -134,7 +157,7 @@ def reference_metrics(processed, tmp_path_factory) -> dict:
 def test_sigterm_saves_latest_exits_nonzero_and_the_rerun_resumes(
     monkeypatch, tmp_path, processed, reference_metrics
 ):
-    base = _base(tmp_path / "ml", TINY_GNN, processed)
+    base = _base(tmp_path / "ml", tiny_gnn(), processed)
     env = {**os.environ, "SM_BASE_DIR": str(base), "SM_NUM_GPUS": "0", "OMP_NUM_THREADS": "1"}
     latest = base / "checkpoints" / "run" / "checkpoints" / "latest"
     proc = subprocess.Popen(
@@ -182,14 +205,15 @@ def test_a_collapse_completes_the_job_with_status_collapsed(monkeypatch, tmp_pat
         write_collapse_report,
     )
 
-    def collapsing(kind, model_cfg, cfg, data_dir, run_dir, **kw):
+    def collapsing(spec, *args, **kw):
         event = CollapseEvent("constant_predictions", "one class for 2 evaluations", 1, None)
-        (Path(run_dir) / "training_metadata.json").write_text('{"history": [], "device": "cpu"}')
-        write_collapse_report(Path(run_dir) / "collapse_report.json", event, {"kind": kind})
+        run_dir = Path(spec.run_dir)
+        (run_dir / "training_metadata.json").write_text('{"history": [], "device": "cpu"}')
+        write_collapse_report(run_dir / "collapse_report.json", event, {"kind": spec.model.kind})
         raise CollapseError(event)
 
     monkeypatch.setattr(run, "train_neural", collapsing)
-    base = _base(tmp_path / "ml", TINY_GNN, processed)
+    base = _base(tmp_path / "ml", tiny_gnn(), processed)
     assert _run(monkeypatch, base) == 0  # the job completes; the aggregate reports it
     status = json.loads((base / "model" / "run_status.json").read_text())
     assert status["status"] == "collapsed"
@@ -199,7 +223,7 @@ def test_a_collapse_completes_the_job_with_status_collapsed(monkeypatch, tmp_pat
 
 
 def test_sigterm_before_training_starts_exits_at_once(tmp_path, processed):
-    base = _base(tmp_path / "ml", TINY_GNN, processed)
+    base = _base(tmp_path / "ml", tiny_gnn(), processed)
     env = {**os.environ, "SM_BASE_DIR": str(base), "SM_NUM_GPUS": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamguard_core.aws.entrypoint"],
@@ -213,14 +237,31 @@ def test_sigterm_before_training_starts_exits_at_once(tmp_path, processed):
         for line in proc.stdout:  # the handler is installed once main() logs its first line
             if "training gnn seed 7" in line:
                 break
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0]
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == EXIT_INTERRUPTED, output
-    assert "before training started" in output
-    assert time.monotonic() - started < 5  # not after the torch import and a training step
-    assert not (base / "output" / "failure").exists()
-    assert not (base / "checkpoints" / "run" / "checkpoints" / "latest").exists()
+    # stopped at once: no training step, nothing saved or half-written, no failure reported
+    assert "before training started: stopping now" in output
+    assert "saving 'latest' after the current step" not in output
+    run_dir = base / "checkpoints" / "run"
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "exp_config.json").exists()
+    assert not (run_dir / "run_status.json").exists()
+    assert not (base / "output" / "failure").exists() and not (base / "model").exists()
+
+
+def test_a_failed_run_exits_1_with_its_error_as_the_reason(monkeypatch, tmp_path, processed):
+    from streamguard_core.training import run
+
+    def failing(spec, *args, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(run, "train_neural", failing)
+    base = _base(tmp_path / "ml", tiny_gnn(), processed)
+    assert _run(monkeypatch, base) == 1
+    reason = (base / "output" / "failure").read_text()
+    assert reason == "RuntimeError: CUDA error: an illegal memory access was encountered\n"
+    status = json.loads((base / "model" / "run_status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == reason.strip()

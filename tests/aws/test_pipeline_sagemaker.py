@@ -1,74 +1,189 @@
-"""streamguard-pipeline with backend=sagemaker, end to end: Prefect -> emulator + moto S3."""
+"""The SageMaker backend end to end, Prefect -> emulator + moto S3: the sagemaker-emulator preset
+drives the same jobs locally and on SageMaker; the bucket comes from the S3Bucket block;
+train-production on SageMaker; budget guard, failure reason, stop and cancel."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN
+from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, client, tiny_gnn
+from prefect import flow
 
 from streamguard_core.aws.config import SageMakerConfig
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+from streamguard_core.config import PipelineConfig, TrainJobSpec, load_yaml
+from streamguard_core.training.job import RunStatus
+from tasks.sagemaker import JOBS_FILE, run_sagemaker_jobs, stop_jobs
 
-PLAN = TrainingPlan(
-    models=["gnn", "baseline"], seeds=[42], epochs=1, max_steps_per_epoch=3, batch_size=8,
-    gnn_hidden_dim=16, gnn_layers=2, num_threads=1,
-)  # fmt: skip
+PRESET = Path(__file__).resolve().parents[2] / "deployments" / "params" / "sagemaker-emulator.yaml"
+BUCKET_BLOCK = "sg-test-bucket"
+BUCKET_FOLDER = "team-a"
+# a smaller config for the flow tests: every model kind, one seed, a few steps; the bucket comes
+# from the S3Bucket block
+CONFIG = {
+    "data": {"synthetic_pairs_per_cwe": 4},
+    "preprocessing": {"workers": 1, "vocab_size": 300, "max_seq_len": 64},
+    "plan": {
+        "models": [
+            {"kind": "baseline"},
+            {"kind": "gnn", "hidden_dim": 16, "num_layers": 2, "node_token_dim": 0, "dropout": 0.2},
+            {"kind": "transformer", "hidden_size": 32, "num_layers": 1, "dropout": 0.05},
+        ],
+        "seeds": [42],
+        # settings the old hyperparameter mapping dropped on the way to SageMaker, too
+        "train": {
+            "epochs": 1,
+            "max_steps_per_epoch": 3,
+            "batch_size": 8,
+            "num_threads": 1,
+            "checkpoint_every_steps": 2,
+            "weight_decay": 0.02,
+            "warmup_ratio": 0.2,
+            "max_grad_norm": 0.5,
+            "use_weights": True,
+        },
+    },
+    "criteria": {"min_mean_f1": 0.0, "max_f1_std": None, "beat_trivial": False},
+    "output_root": "unused",
+    "backend": "sagemaker",
+    "run_preflight": False,
+    "s3_bucket_block": BUCKET_BLOCK,
+    "sagemaker": {
+        "image_uri": IMAGE_URI,
+        "role_arn": ROLE_ARN,
+        "instance_type": "ml.g4dn.xlarge",
+        "max_runtime_s": 3600,
+        "poll_s": 0.2,
+        "max_poll_s": 1.0,
+        "budget_usd": 10.0,
+        "max_concurrent_jobs": 3,
+    },
+}
 
 
-def _config(**overrides) -> SageMakerConfig:
-    values = {"image_uri": IMAGE_URI, "role_arn": ROLE_ARN, "bucket": BUCKET,
-              "instance_type": "ml.g4dn.xlarge", "max_runtime_s": 3600, "poll_s": 0.2,
-              "max_poll_s": 1.0, "budget_usd": 10.0}  # fmt: skip
-    return SageMakerConfig(**{**values, **overrides})
+@flow(name="sagemaker-jobs-under-test")
+def sagemaker_jobs_flow(
+    data_dir: str,
+    specs: list[TrainJobSpec],
+    output_root: str,
+    cfg: SageMakerConfig,
+    s3_bucket_block: str | None = None,
+) -> list[RunStatus]:
+    """run_sagemaker_jobs in a flow run of its own (what train-production does)."""
+    return run_sagemaker_jobs(data_dir, specs, output_root, cfg, None, s3_bucket_block)
+
+
+@pytest.fixture
+def bucket_block(prefect_harness) -> str:
+    """The S3Bucket block `python -m deployments.install_aws` saves (default-chain credentials)."""
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    S3Bucket(bucket_name=BUCKET, bucket_folder=BUCKET_FOLDER, credentials=AwsCredentials()).save(
+        BUCKET_BLOCK, overwrite=True
+    )
+    return BUCKET_BLOCK
+
+
+def _spec_ran(run_dir: Path) -> dict:
+    """The job spec a run recorded (exp_config.json), less where its files went."""
+    saved = json.loads((run_dir / "exp_config.json").read_text())
+    saved.pop("run_dir"), saved.pop("resumed")
+    return saved
 
 
 @pytest.mark.integration
-def test_pipeline_trains_every_seed_as_a_sagemaker_job(
-    prefect_harness, sagemaker_endpoints, emulator, tmp_path
+def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
+    prefect_harness, sagemaker_endpoints, emulator, moto_server, tmp_path
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.pipeline import streamguard_pipeline
-    from streamguard_core.models.registry import load_detector
+    from streamguard_core.backends.local import LocalBackend
+    from streamguard_core.preprocess.run import preprocess
 
-    out = tmp_path / "out"
-    summary = streamguard_pipeline(
-        DataConfig(synthetic_pairs_per_cwe=4),
-        PreprocessConfig(workers=1, vocab_size=300, max_seq_len=64),
-        PLAN, SuccessCriteria(min_mean_f1=0.0), str(out), backend="sagemaker",
-        run_preflight=False, sagemaker=_config(),
-    )  # fmt: skip
-    for model in ("gnn", "baseline"):
-        run = out / model / "seed_42"
-        status = json.loads((run / "run_status.json").read_text())
-        assert status["status"] == "completed", status
-        assert status["backend"] == "sagemaker"
-        job = emulator.jobs[status["job_name"]]
-        assert job.exit_codes == [0]  # the real entrypoint ran once, in its own /opt/ml
-        cost = status["cost"]
+    config = load_yaml(PRESET, PipelineConfig)
+    assert config.backend == "sagemaker" and config.sagemaker and config.sagemaker.bucket
+    s3 = client("s3", moto_server)
+    s3.create_bucket(Bucket=config.sagemaker.bucket)  # what `--create-bucket` does by hand
+    data = tmp_path / "data"
+    preprocess(config.data, config.preprocessing, data, show_progress=False)
+
+    local_specs = config.plan.jobs(data, tmp_path / "local")
+    local = [LocalBackend().run(spec) for spec in local_specs]
+    sm_specs = config.plan.jobs(data, tmp_path / "sagemaker")
+    on_sagemaker = sagemaker_jobs_flow(
+        str(data), sm_specs, str(tmp_path / "sagemaker"), config.sagemaker
+    )
+
+    n_jobs = len(config.plan.models) * len(config.plan.seeds)
+    assert n_jobs == len(sm_specs) and {m.kind for m in config.plan.models} == {
+        "baseline", "gnn", "transformer"}  # fmt: skip
+    assert [s.status for s in local] == ["completed"] * n_jobs, local
+    assert [s.status for s in on_sagemaker] == ["completed"] * n_jobs, on_sagemaker
+    for spec, here, there in zip(sm_specs, local, on_sagemaker, strict=True):
+        assert (there.model, there.seed, there.backend) == (spec.name, spec.seed, "sagemaker")
+        assert RunStatus.model_validate_json((Path(spec.run_dir) / "run_status.json").read_text())
+        assert emulator.jobs[there.job_name].exit_codes == [0]  # the real entrypoint, once
+        # the FULL spec each run recorded (model + train + seed, and the data) is the same
+        local_ran, sagemaker_ran = _spec_ran(Path(here.run_dir)), _spec_ran(Path(spec.run_dir))
+        assert sagemaker_ran == local_ran, spec.name
+        assert sagemaker_ran["train"] == spec.train.model_dump(mode="json")
+        assert sagemaker_ran["seed"] == spec.seed and sagemaker_ran["data_dir"] == str(data)
+        # ... and the same code trained it: the same metrics, to the last digit
+        assert (Path(spec.run_dir) / "metrics.json").read_text() == (
+            Path(here.run_dir) / "metrics.json"
+        ).read_text(), spec.name
+        assert (Path(spec.run_dir) / "training.log").exists()  # output.tar.gz came back too
+        cost = there.cost or {}
         assert cost["instance_type"] == "ml.g4dn.xlarge" and cost["managed_spot"] is True
-        assert cost["billable_time_s"] <= cost["training_time_s"]
-        assert cost["cost_usd"] is not None
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["test"]["n"] > 0
-        detector = load_detector(run / "model")
-        assert 0.0 <= detector.threshold <= 1.0
-    assert summary["models"]["gnn"]["n_completed"] == 1
-    assert summary["models"]["baseline"]["cost"]["total_usd"] is not None
-    report = Path(summary["report_path"]).read_text()
-    assert "## Cost" in report and "spot savings" in report
-    # the job specs kept for cancellation hold no secrets
-    jobs = (out / "sagemaker_jobs.json").read_text()
-    assert "gnn/seed_42" in jobs and "testing" not in jobs
-    with get_client(sync_client=True) as client:
-        costs = client.read_artifacts(
+        assert cost["billable_time_s"] <= cost["training_time_s"] and cost["cost_usd"] > 0
+    transformer = _spec_ran(Path(next(s for s in sm_specs if s.name == "transformer").run_dir))
+    # filled in from the data set, the same way on both
+    assert transformer["model"]["max_seq_len"] == config.preprocessing.max_seq_len
+
+    listed = json.loads((tmp_path / "sagemaker" / JOBS_FILE).read_text())
+    assert set(listed["jobs"]) == {f"{s.name}/seed_{s.seed}" for s in sm_specs}
+    assert "testing" not in json.dumps(listed)  # the kept job specs hold no secrets
+    with get_client(sync_client=True) as prefect:
+        costs = prefect.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sagemaker-costs"]))
         )
-    assert costs and {r["model"] for r in json.loads(costs[0].data)} == {"gnn", "baseline"}
+    assert costs and {r["model"] for r in json.loads(costs[0].data)} == {
+        "baseline", "gnn", "transformer"}  # fmt: skip
+
+
+@pytest.mark.integration
+def test_train_production_on_sagemaker_takes_the_bucket_from_the_block(
+    bucket_block, sagemaker_endpoints, emulator, moto_server, processed, tmp_path
+):
+    from flows.train_production import train_production
+
+    config = PipelineConfig.model_validate({**CONFIG, "output_root": str(tmp_path / "out")})
+    assert config.sagemaker is not None and config.sagemaker.bucket is None
+    state = train_production(str(processed), config, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    for spec in config.plan.jobs(processed, config.output_root):
+        status = json.loads((Path(spec.run_dir) / "run_status.json").read_text())
+        assert status["status"] == "completed" and status["backend"] == "sagemaker", status
+        assert emulator.jobs[status["job_name"]].exit_codes == [0]
+    assert all(summary["models"][m]["n_completed"] == 1 for m in config.plan.names)
+    # the bucket and folder came from the S3Bucket block
+    keys = client("s3", moto_server).list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{BUCKET_FOLDER}/streamguard/"
+    )
+    found = [k["Key"] for k in keys.get("Contents", [])]
+    assert any("/streamguard/data/" in k for k in found)
+    assert any(k.endswith("/output/model.tar.gz") for k in found)
+    listed = json.loads((tmp_path / "out" / JOBS_FILE).read_text())
+    assert listed["s3_bucket_block"] == BUCKET_BLOCK
+
+
+def _cfg(**overrides) -> SageMakerConfig:
+    return SageMakerConfig.model_validate({**CONFIG["sagemaker"], "bucket": BUCKET, **overrides})
 
 
 @pytest.mark.integration
@@ -76,35 +191,97 @@ def test_budget_guard_refuses_before_any_upload(
     prefect_harness, sagemaker_endpoints, processed, tmp_path
 ):
     from flows.train_production import train_production
+    from streamguard_core.aws.jobs import BudgetExceeded
 
-    state = train_production(
-        str(processed), PLAN, SuccessCriteria(), str(tmp_path / "out"), backend="sagemaker",
-        sagemaker=_config(budget_usd=0.5), return_state=True,
+    config = PipelineConfig.model_validate(
+        {**CONFIG, "output_root": str(tmp_path / "out"), "s3_bucket_block": None,
+         "sagemaker": {**CONFIG["sagemaker"], "bucket": BUCKET, "budget_usd": 0.5}}
     )  # fmt: skip
+    state = train_production(str(processed), config, return_state=True)
     assert state.is_failed()
-    with pytest.raises(Exception, match="budget"):
+    with pytest.raises(BudgetExceeded, match=r"exceeds budget_usd \$0\.50"):
         state.result()
-    assert not (tmp_path / "out" / "sagemaker_jobs.json").exists()
+    assert not (tmp_path / "out" / JOBS_FILE).exists()
 
 
-def test_sagemaker_backend_without_settings_is_a_clear_error(prefect_harness, processed, tmp_path):
+def test_no_bucket_anywhere_is_a_clear_error(prefect_harness, processed, tmp_path):
     from flows.train_production import train_production
 
-    state = train_production(
-        str(processed), PLAN, SuccessCriteria(), str(tmp_path / "out"), backend="sagemaker",
-        return_state=True,
-    )  # fmt: skip
+    config = PipelineConfig.model_validate(
+        {**CONFIG, "output_root": str(tmp_path / "out"), "s3_bucket_block": None}
+    )
+    state = train_production(str(processed), config, return_state=True)
     assert state.is_failed()
-    with pytest.raises(ValueError, match="needs the 'sagemaker' parameter"):
+    with pytest.raises(ValueError, match="no S3 bucket for the SageMaker jobs"):
         state.result()
+    assert not (tmp_path / "out" / JOBS_FILE).exists()
+
+
+def test_sagemaker_backend_without_settings_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs the 'sagemaker' settings"):
+        PipelineConfig.model_validate({**CONFIG, "sagemaker": None})
+
+
+@pytest.mark.integration
+def test_a_failed_job_is_a_failed_status_with_sagemakers_reason(
+    bucket_block, sagemaker_endpoints, emulator, processed, tmp_path
+):
+    spec = TrainJobSpec(
+        model={"kind": "transformer", "model_name_or_path": "/no/such/model"},
+        train={"epochs": 1, "max_steps_per_epoch": 1, "num_threads": 1},
+        seed=5, data_dir=str(processed), run_dir=str(tmp_path / "out" / "transformer" / "seed_5"),
+    )  # fmt: skip
+    [status] = sagemaker_jobs_flow(
+        str(processed), [spec], str(tmp_path / "out"), _cfg(bucket=None), bucket_block
+    )
+    assert status.status == "failed" and status.backend == "sagemaker"
+    assert status.error.startswith("JobFailed: SageMaker training job") and "AlgorithmError:" in (
+        status.error
+    )
+    assert "/no/such/model" in status.error  # the container's own reason, end to end
+    assert status.secondary_status[-1] == "Failed"
+    written = json.loads((Path(spec.run_dir) / "run_status.json").read_text())
+    assert written["status"] == "failed" and written["error"] == status.error
+
+
+@pytest.mark.integration
+def test_stop_jobs_stops_the_running_jobs(
+    prefect_harness, sagemaker_endpoints, emulator, processed, tmp_path
+):
+    out = tmp_path / "out"
+    long_run = tiny_gnn(str(processed), str(out / "gnn" / "seed_11"), epochs=200)
+    spec = TrainJobSpec.model_validate({**long_run.model_dump(), "seed": 11})
+    assert spec.train.seed == 11
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            statuses=sagemaker_jobs_flow(str(processed), [spec], str(out), _cfg())
+        )
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 180
+        job = None
+        while time.monotonic() < deadline and job is None:
+            training = [j for j in list(emulator.jobs.values()) if j.secondary == "Training"]
+            if (out / JOBS_FILE).exists():
+                job = next((j for j in training if j.name.endswith("gnn-s11")), None)
+            time.sleep(0.2)
+        assert job is not None, "the job never started training"
+        stop_jobs(str(out), _cfg(), None)
+    finally:
+        thread.join(timeout=240)
+    assert not thread.is_alive()
+    [status] = result["statuses"]
+    assert status.status == "failed" and "stopped (Stopped)" in (status.error or "")
+    assert emulator.jobs[status.job_name].status == "Stopped"
+    stop_jobs(str(out), _cfg(), None)  # again, on a stopped job: nothing to do, no error
 
 
 @pytest.mark.integration
 def test_cancelling_the_flow_run_stops_its_sagemaker_job(
     prefect_harness, sagemaker_endpoints, emulator, processed, tmp_path
 ):
-    import threading
-    import time
     import uuid
 
     from prefect.client.orchestration import get_client
@@ -115,34 +292,38 @@ def test_cancelling_the_flow_run_stops_its_sagemaker_job(
 
     name = f"cancel-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out"
-    long_plan = PLAN.model_copy(update={"models": ["gnn"], "epochs": 200,
-                                        "max_steps_per_epoch": None})  # fmt: skip
+    config = PipelineConfig.model_validate(
+        {**CONFIG, "output_root": str(out), "s3_bucket_block": None,
+         "sagemaker": {**CONFIG["sagemaker"], "bucket": BUCKET},
+         "plan": {**CONFIG["plan"], "models": [CONFIG["plan"]["models"][1]], "seeds": [44],
+                  "train": {**CONFIG["plan"]["train"], "epochs": 200,
+                            "max_steps_per_epoch": None}}}
+    )  # fmt: skip
     result: dict = {}
 
     def run() -> None:
         flow = train_production.with_options(flow_run_name=name)
-        result["state"] = flow(
-            str(processed), long_plan, SuccessCriteria(), str(out), backend="sagemaker",
-            sagemaker=_config(), return_state=True,
-        )  # fmt: skip
+        result["state"] = flow(str(processed), config, return_state=True)
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 120
-    job = None
-    while time.monotonic() < deadline and job is None:
-        job = next((j for j in list(emulator.jobs.values()) if j.secondary == "Training"
-                    and j.name.endswith("gnn-s42") and j.exit_codes == []
-                    and (out / "sagemaker_jobs.json").exists()), None)  # fmt: skip
-        time.sleep(0.2)
-    assert job is not None, "the job never started"
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
-        )[0]
-        client.set_flow_run_state(run.id, Cancelling(), force=True)
-    thread.join(timeout=180)
+    try:
+        deadline = time.monotonic() + 180
+        job = None
+        while time.monotonic() < deadline and job is None:
+            training = [j for j in list(emulator.jobs.values()) if j.secondary == "Training"]
+            if (out / JOBS_FILE).exists():
+                job = next((j for j in training if j.name.endswith("gnn-s44")), None)
+            time.sleep(0.2)
+        assert job is not None, "the job never started training"
+        with get_client(sync_client=True) as prefect:
+            run_ = prefect.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
+            )[0]
+            prefect.set_flow_run_state(run_.id, Cancelling(), force=True)
+    finally:
+        thread.join(timeout=240)
     assert not thread.is_alive()
-    status = json.loads((out / "gnn" / "seed_42" / "run_status.json").read_text())
+    status = json.loads((out / "gnn" / "seed_44" / "run_status.json").read_text())
     assert status["status"] == "failed" and "stopped" in status["error"]
     assert emulator.jobs[status["job_name"]].status == "Stopped"

@@ -38,3 +38,25 @@ def test_bucket_must_be_a_bare_name(bucket, capsys):
 
     assert main(["--bucket", bucket]) == 2
     assert "bare bucket name" in capsys.readouterr().err
+
+
+def test_the_flows_read_the_bucket_and_credentials_from_the_saved_blocks(
+    prefect_harness, monkeypatch, capsys
+):
+    from deployments.install_aws import main
+    from streamguard_core.aws.config import SageMakerConfig
+    from tasks.sagemaker import aws_credentials, with_bucket
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTKEY0002")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "another-secret")
+    argv = ["--bucket", "sg-data", "--bucket-folder", "team-a", "--from-environment",
+            "--credentials-block", "sg-flow-aws", "--bucket-block", "sg-flow-bucket"]  # fmt: skip
+    assert main(argv) == 0
+    assert "s3_bucket_block: sg-flow-bucket" in capsys.readouterr().out
+    cfg = SageMakerConfig(image_uri="img", role_arn="arn:aws:iam::123456789012:role/r")
+    resolved = with_bucket(cfg, "sg-flow-bucket")
+    assert (resolved.bucket, resolved.prefix) == ("sg-data", "team-a/streamguard")
+    # with no credentials block named, the bucket block's own credentials are used
+    assert aws_credentials(None, "sg-flow-bucket").aws_access_key_id == "AKIATESTKEY0002"
+    assert aws_credentials("sg-flow-aws", "sg-flow-bucket").aws_access_key_id == "AKIATESTKEY0002"
+    assert aws_credentials(None, None) is None

@@ -271,6 +271,101 @@ def test_generic_jsonl_negative_weight_is_rejected(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "w.jsonl", [{"func": FUNC_A, "target": 1, "w": -1}])
     (item,) = load(path, fmt="jsonl", fields=FieldMap(weight="w"))
     assert isinstance(item, Reject) and item.reason == "invalid_weight"
+    assert "negative" in item.detail
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def test_weight_field_is_read_by_default(tmp_path: Path) -> None:
+    """No FieldMap given: a record's ``weight`` field is its weight; without it, 1.0."""
+    rows = [
+        {"func": FUNC_A, "target": 1, "weight": 2.5},
+        {"func": FUNC_B, "target": 0},
+        {"func": FUNC_C, "target": 0, "weight": "0.25"},
+        {"func": FUNC_C + " ", "target": 1, "weight": 0},
+        {"func": FUNC_A + " ", "target": 0, "weight": None},
+    ]
+    path = write_jsonl(tmp_path / "mine.jsonl", rows)
+    records = only_records(load(path, fmt="jsonl"))
+    assert [r.weight for r in records] == [2.5, 1.0, 0.25, 0.0, 1.0]
+    assert all("weight" not in r.meta for r in records)  # the weight is a field, not metadata
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "detail"),
+    [
+        (b"NaN", "weight_not_finite", "not finite"),
+        (b"Infinity", "weight_not_finite", "not finite"),
+        (b"-Infinity", "weight_not_finite", "not finite"),
+        (b"1e999", "weight_not_finite", "not finite"),
+        (b'"nan"', "weight_not_finite", "not finite"),
+        (b'"inf"', "weight_not_finite", "not finite"),
+        (b"-0.5", "invalid_weight", "negative"),
+        (b'"heavy"', "invalid_weight", "not a number"),
+        (b"true", "invalid_weight", "not a number"),
+        (b"[2]", "invalid_weight", "not a number"),
+    ],
+)
+def test_bad_weights_are_rejected_each_with_its_reason(
+    tmp_path: Path, raw: bytes, reason: str, detail: str
+) -> None:
+    path = tmp_path / "w.jsonl"
+    path.write_bytes(
+        b'{"func": "int f(void) { return 0; }", "target": 1, "weight": ' + raw + b"}\n"
+    )
+    (item,) = load(path, fmt="jsonl")
+    assert isinstance(item, Reject), item
+    assert (item.reason, item.line) == (reason, 1)
+    assert detail in item.detail and "'weight'" in item.detail
+
+
+def test_weight_field_name_is_configurable_and_can_be_switched_off(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "mine.jsonl", [{"func": FUNC_A, "target": 1, "weight": 9, "importance": 3}]
+    )
+    (named,) = only_records(load(path, fmt="jsonl", fields=FieldMap(weight="importance")))
+    assert named.weight == 3.0 and named.meta["weight"] == 9  # an unmapped field is metadata
+    (off,) = only_records(load(path, fmt="jsonl", fields=FieldMap(weight=None)))
+    assert off.weight == 1.0
+
+
+def test_weights_in_csv_devign_codexglue_and_juliet(tmp_path: Path) -> None:
+    csv_path = tmp_path / "w.csv"
+    csv_path.write_text(
+        'func,target,weight\n"int f(void) { return 1; }",1,3\n"int g(void) { return 2; }",0,\n'
+        '"int h(void) { return 3; }",0,nan\n',
+        encoding="utf-8",
+    )
+    a, b, c = load(csv_path)
+    assert isinstance(a, FunctionRecord) and isinstance(b, FunctionRecord)
+    assert (a.weight, b.weight) == (3.0, 1.0)
+    assert isinstance(c, Reject) and c.reason == "weight_not_finite" and c.line == 4
+
+    devign = tmp_path / "function.json"
+    devign.write_text(
+        json.dumps([{"func": FUNC_A, "target": 1, "weight": 4}, {"func": FUNC_B, "target": 0}]),
+        encoding="utf-8",
+    )
+    assert [r.weight for r in only_records(load(devign))] == [4.0, 1.0]
+
+    cxg = write_jsonl(
+        tmp_path / "cxg.jsonl",
+        [{"func": FUNC_A, "target": 1, "idx": 0, "weight": 0.5},
+         {"func": FUNC_B, "target": 0, "idx": 1, "weight": -1}],
+    )  # fmt: skip
+    kept, refused = load(cxg, fmt="codexglue")
+    assert isinstance(kept, FunctionRecord) and kept.weight == 0.5
+    assert isinstance(refused, Reject) and refused.reason == "invalid_weight"
+
+    juliet = write_jsonl(
+        tmp_path / "juliet_w.jsonl",
+        [{"func_anon": FUNC_A, "target": 1, "weight": 2},
+         {"func_anon": FUNC_B, "target": 0, "weight": float("inf")}],
+    )  # fmt: skip
+    kept, refused = load(juliet)
+    assert isinstance(kept, FunctionRecord) and kept.weight == 2.0 and kept.source == "juliet"
+    assert isinstance(refused, Reject) and refused.reason == "weight_not_finite"
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -571,6 +666,7 @@ def first_lines(path: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.slow
 def test_real_devign_valid_first_50() -> None:
     path = real_file("devign_valid.jsonl.gz")
     raw = first_lines(path, 50)
@@ -587,6 +683,7 @@ def test_real_devign_valid_first_50() -> None:
     assert len({r.id for r in records}) == 50
 
 
+@pytest.mark.slow
 def test_real_juliet_first_50_uses_func_anon() -> None:
     path = real_file("juliet_functions.jsonl.gz")
     raw = first_lines(path, 50)

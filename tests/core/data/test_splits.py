@@ -500,6 +500,7 @@ def test_dedup_unknown_mode():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_real_codexglue_index_matches_devign_valid():
     if not DATA_DIR.exists():
         pytest.skip("../shared/data not present")

@@ -48,6 +48,7 @@ def test_refuses_one_class_and_wrong_kind(tmp_path):
         BaselineDetector.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_devign_sample_beats_chance(shared_data):
     from streamguard_core.data.loaders import iter_records
 
@@ -63,9 +64,16 @@ def test_devign_sample_beats_chance(shared_data):
     assert metrics["roc_auc"] > 0.55  # Devign is hard; 3,000 functions already beat chance
 
 
-def test_cli_train_baseline_then_evaluate(tmp_path, capsys):
-    from streamguard_core.cli import main
+def test_baseline_job_then_scoring_the_raw_test_file(tmp_path):
+    """A baseline job on a processed data set; its saved model scores the raw test file as
+    training scored the processed one."""
+    from streamguard_core.config import DataConfig, PreprocessConfig, TrainJobSpec
+    from streamguard_core.data.loaders import DataError
+    from streamguard_core.evaluation.metrics import classification_metrics
     from streamguard_core.io import read_jsonl, write_jsonl
+    from streamguard_core.models.registry import load_detector, load_labelled
+    from streamguard_core.preprocess.run import preprocess
+    from streamguard_core.training.run import train_job
 
     records = generate_synthetic(pairs_per_cwe=6, seed=5)
     splits = assign_splits(records, "group", seed=5).splits
@@ -73,35 +81,33 @@ def test_cli_train_baseline_then_evaluate(tmp_path, capsys):
     for name, rows in splits.items():
         paths[name] = tmp_path / f"{name}.jsonl"
         write_jsonl(paths[name], ({"func": r.func, "target": r.label} for r in rows))
+    data = tmp_path / "data"
+    preprocess(
+        DataConfig(inputs=[f"{s}={p}" for s, p in paths.items()], split_strategy="explicit",
+                   dedup="none"),
+        PreprocessConfig(workers=1, vocab_size=300),
+        data,
+        show_progress=False,
+    )  # fmt: skip
     out = tmp_path / "run"
-    argv = ["train", "baseline", "--train-data", str(paths["train"]), "--val-data",
-            str(paths["valid"]), "--test-data", str(paths["test"]), "--output-dir", str(out),
-            "--min-df", "1"]  # fmt: skip
-    assert main(argv) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    spec = TrainJobSpec(model=BaselineConfig(min_df=1), seed=3, data_dir=str(data),
+                        run_dir=str(out))  # fmt: skip
+    metrics = train_job(spec)
     assert set(metrics) == {"valid", "test"} and metrics["test"]["n"] == len(splits["test"])
-    assert (out / "exp_config.json").exists() and (out / "model" / "weights.npz").exists()
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert json.loads((out / "exp_config.json").read_text())["model"]["kind"] == "baseline"
+    assert (out / "model" / "weights.npz").exists()
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    assert card["seed"] == 3 and card["config"] == spec.model.model_dump(mode="json")
 
-    preds = tmp_path / "preds.jsonl"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model-dir",
-                str(out / "model"),
-                "--data",
-                str(paths["test"]),
-                "--output",
-                str(tmp_path / "eval.json"),
-                "--predictions",
-                str(preds),
-            ]
-        )
-        == 0
-    )
-    rows = list(read_jsonl(preds))
-    assert len(rows) == len(splits["test"]) and {"id", "label", "probability"} <= set(rows[0])
-    evaluated = json.loads((tmp_path / "eval.json").read_text())
-    assert evaluated["f1"] == pytest.approx(metrics["test"]["f1"])
-    assert main(["evaluate", "--model-dir", str(tmp_path), "--data", str(paths["test"])]) == 1
-    assert "no model_card.json" in capsys.readouterr().err
+    preds = list(read_jsonl(out / "predictions.jsonl"))
+    assert len(preds) == len(splits["test"]) and {"id", "label", "probability"} <= set(preds[0])
+    detector = load_detector(out / "model")
+    test_records, rejects = load_labelled(paths["test"])
+    assert not rejects
+    probs = detector.predict_proba([r.func for r in test_records])
+    assert probs.tolist() == pytest.approx([p["probability"] for p in preds], abs=1e-6)
+    scored = classification_metrics([r.label for r in test_records], probs, detector.threshold)
+    assert scored["f1"] == pytest.approx(metrics["test"]["f1"])
+    with pytest.raises(DataError, match=r"no model_card\.json"):
+        load_detector(tmp_path)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from streamguard_core.config import SuccessCriteria, TrainingPlan
 from streamguard_core.pipeline.aggregate import aggregate_all
-from streamguard_core.pipeline.config import SuccessCriteria
 from streamguard_core.pipeline.report import report_table_rows, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,6 +41,7 @@ def write_seed(
         }
     status_doc = {
         "model": model,
+        "kind": model,
         "seed": seed,
         "status": status,
         "error": error,
@@ -101,16 +102,22 @@ def write_seed(
     return seed_dir
 
 
+def plan(*kinds: str, seeds: tuple[int, ...] = (1, 2, 3)) -> TrainingPlan:
+    """A plan of these model kinds and seeds."""
+    return TrainingPlan(models=list(kinds), seeds=list(seeds))
+
+
 @pytest.fixture()
 def full_run(tmp_path):
     """Three models: a clean transformer, a gnn with a collapse and a failure, a baseline."""
-    for seed, f1 in ((1, 0.70), (2, 0.74)):
+    for seed, f1 in ((1, 0.70), (2, 0.74), (3, 0.72)):
         write_seed(tmp_path, "transformer", seed, f1=f1, cost_usd=0.5)
     write_seed(tmp_path, "gnn", 1, f1=0.6)
     write_seed(tmp_path, "gnn", 2, "collapsed", error="collapsed: nan_loss")
     write_seed(tmp_path, "gnn", 3, "failed", error="RuntimeError: CUDA out of memory")
-    write_seed(tmp_path, "baseline", 1, f1=0.55, history=False)
-    summary = aggregate_all(tmp_path, ["transformer", "gnn", "baseline"], SuccessCriteria())
+    for seed in (1, 2, 3):
+        write_seed(tmp_path, "baseline", seed, f1=0.55, history=False)
+    summary = aggregate_all(tmp_path, plan("transformer", "gnn", "baseline"), SuccessCriteria())
     return tmp_path, summary
 
 
@@ -138,17 +145,19 @@ def test_report_verdict_tables_failures_cost_and_best_model(full_run):
     text = write_report(summary, root).read_text()
     assert text.startswith("# ")
     assert "## Verdict: FAILED" in text
-    assert re.search(r"\*\*no_collapse\*\*: FAIL", text)
-    assert re.search(r"\*\*all_seeds_completed\*\*: FAIL", text)
-    assert re.search(r"\*\*mean_f1_above_threshold\*\*: pass", text)
-    # transformer: mean 0.72 ± sample std of (0.70, 0.74) = 0.028
-    assert "| f1 | 0.720 ± 0.028 |" in text
+    assert (
+        "| run | no_collapse | 1 | 0 | FAIL | 1 run(s) collapsed: gnn seed 2 (nan_loss) |" in text
+    )
+    assert re.search(r"\| run \| all_seeds_completed \| [^|]+ \| 9 \| FAIL \|", text)
+    assert re.search(r"\| transformer \| mean_f1:transformer \| 0\.7200 \| 0\.7000 \| pass", text)
+    # transformer: mean 0.72, sample std of (0.70, 0.74, 0.72) = 0.020
+    assert "| f1 | 0.720 | 0.020 | [0.670, 0.770] | 3 |" in text
     assert "### transformer" in text and "### gnn" in text and "### baseline" in text
     assert "gnn seed 2 **collapsed** (epoch 0, step 12): nan_loss: loss became NaN" in text
     assert "gnn seed 3 **failed**: RuntimeError: CUDA out of memory" in text
-    assert "## Cost" in text and "Total: $1.0000 (billable time" in text
+    assert "## Cost" in text and "Total: $1.5000 (billable time" in text
     assert "cost_usd |" in text  # per-seed cost column for the model that has costs
-    best_dir = root / "transformer" / "seed_2"
+    best_dir = root / "transformer" / "seed_2"  # F1 0.74
     assert f"run directory: `{best_dir}`" in text
     assert "model directory: `n/a`" in text  # the fake run saved no model/
 
@@ -159,9 +168,8 @@ def test_report_passes_and_skips_absent_plots(tmp_path):
     out = tmp_path / "production_summary"
     out.mkdir()
     (out / "training_curves.png").write_bytes(b"stale")  # left by an earlier report
-    summary = aggregate_all(
-        tmp_path, ["baseline"], SuccessCriteria(min_mean_f1=0.5, max_f1_std=0.1)
-    )
+    lenient = SuccessCriteria(min_mean_f1=0.5, max_f1_std=None, beat_trivial=False)
+    summary = aggregate_all(tmp_path, plan("baseline", seeds=(1,)), lenient)
     text = write_report(summary, tmp_path).read_text()
     assert "## Verdict: PASSED" in text
     assert "Not drawn: no neural run recorded a training history." in text
@@ -175,7 +183,7 @@ def test_report_passes_and_skips_absent_plots(tmp_path):
 
 def test_report_when_nothing_completed(tmp_path):
     write_seed(tmp_path, "gnn", 1, "failed", error="no data", history=False)
-    summary = aggregate_all(tmp_path, ["gnn"], SuccessCriteria())
+    summary = aggregate_all(tmp_path, plan("gnn", seeds=(1,)), SuccessCriteria())
     text = write_report(summary, tmp_path).read_text()
     assert "## Verdict: FAILED" in text
     assert "Best model: none" in text and "No model completed a seed." in text
@@ -189,10 +197,13 @@ def test_report_table_rows(full_run):
     assert [(r["model"], r["seed"]) for r in rows] == [
         ("transformer", 1),
         ("transformer", 2),
+        ("transformer", 3),
         ("gnn", 1),
         ("gnn", 2),
         ("gnn", 3),
         ("baseline", 1),
+        ("baseline", 2),
+        ("baseline", 3),
     ]
     by_key = {(r["model"], r["seed"]): r for r in rows}
     assert by_key[("transformer", 2)]["f1"] == pytest.approx(0.74)
@@ -201,3 +212,50 @@ def test_report_table_rows(full_run):
     assert "CUDA out of memory" in by_key[("gnn", 3)]["error"]
     assert by_key[("gnn", 2)]["f1"] is None and by_key[("baseline", 1)]["cost_usd"] is None
     assert all(not isinstance(v, dict | list) for row in rows for v in row.values())
+
+
+def _row(text: str, first_cell: str, section: str) -> list[str]:
+    """The cells of the first table row under heading ``section`` whose first cell matches."""
+    for line in text.split(f"\n{section}\n", 1)[1].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r}")
+
+
+def test_report_shows_every_model_with_ci_and_trivial_references(full_run):
+    root, summary = full_run
+    text = write_report(summary, root).read_text()
+    header = _row(text, "model", "## Models")
+    assert header[:11] == [
+        "model", "kind", "judged", "seeds done", "split", "F1", "all-vulnerable F1",
+        "accuracy", "majority accuracy", "F1 std", "ROC-AUC",
+    ]  # fmt: skip
+    transformer = dict(zip(header, _row(text, "transformer", "## Models"), strict=True))
+    # predictions.jsonl of every seed: 3 of 6 vulnerable -> F1 2*0.5/1.5, accuracy 0.5
+    assert transformer["all-vulnerable F1"] == "0.667"
+    assert transformer["majority accuracy"] == "0.500"
+    assert transformer["F1"] == "0.720 ± 0.050"  # t(0.975, 2) * 0.02 / sqrt(3)
+    assert transformer["judged"] == "yes" and transformer["seeds done"] == "3/3"
+    gnn = dict(zip(header, _row(text, "gnn", "## Models"), strict=True))
+    assert gnn["F1"] == "0.600 ± n/a" and gnn["F1 std"] == "n/a"  # one completed seed
+    assert gnn["seeds done"] == "1/3"
+    baseline = dict(zip(header, _row(text, "baseline", "## Models"), strict=True))
+    assert baseline["judged"] == "reference" and baseline["all-vulnerable F1"] == "0.667"
+    assert "Trivial references on 6 items of test (50.0% vulnerable, from predictions.jsonl)" in (
+        text
+    )
+
+
+def test_report_one_seed_shows_na_and_the_failed_std_check(tmp_path):
+    write_seed(tmp_path, "transformer", 7, f1=0.9)
+    summary = aggregate_all(tmp_path, plan("transformer", seeds=(7,)), SuccessCriteria())
+    text = write_report(summary, tmp_path).read_text()
+    assert "## Verdict: FAILED" in text
+    assert "- **f1_std:transformer**: one seed: std n/a" in text
+    check = _row(text, "transformer", "## Verdict: FAILED")  # the checks table
+    assert check[1:5] == ["mean_f1:transformer", "0.9000", "0.7000", "pass"]
+    std_row = next(r for r in text.splitlines() if "| f1_std:transformer |" in r)
+    assert "| n/a | 0.0500 | FAIL | one seed: std n/a" in std_row
+    assert "| f1 | 0.900 | n/a | n/a | 1 |" in text  # mean, std, 95% CI, n
+    assert "[0.900, 0.900]" not in text  # no zero-width interval

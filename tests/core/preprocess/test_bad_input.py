@@ -175,8 +175,21 @@ def js(obj: Any) -> bytes:
     return json.dumps(obj).encode("utf-8")
 
 
+def valid_weight(i: int) -> float | None:
+    """The loss weight written for valid function ``i`` (None: no weight field, so 1.0)."""
+    return None if i % 3 == 0 else 0.5 * (i % 5)
+
+
 def build_lines() -> list[Line]:
-    valid = [Line(js({"func": f, "target": y}), None) for f, y in VALID_FUNCS]
+    valid = []
+    for i, (f, y) in enumerate(VALID_FUNCS):
+        weight = valid_weight(i)
+        fields = (
+            {"func": f, "target": y}
+            if weight is None
+            else {"func": f, "target": y, "weight": weight}
+        )
+        valid.append(Line(js(fields), None))
     bad = [
         Line(b'{"func": "int broken(void) { return 0; }", "target": 1', "invalid_json"),
         Line(js([{"func": "int arr(void) { return 0; }", "target": 0}]), "not_an_object"),
@@ -191,6 +204,14 @@ def build_lines() -> list[Line]:
         Line(js({"func": BIG_FUNC, "target": 1}), "too_large"),
         Line(js({"func": BINARY_FUNC, "target": 0}), "binary_content"),
         Line(random_garbage_line(), "invalid_utf8", reasons=("invalid_utf8", "invalid_json")),
+        Line(
+            b'{"func": "int w_nan(void) { return 8; }", "target": 1, "weight": NaN}',
+            "weight_not_finite",
+        ),
+        Line(
+            js({"func": "int w_neg(void) { return 9; }", "target": 0, "weight": -2}),
+            "invalid_weight",
+        ),
     ]
     deep = [
         Line(js({"func": DEEP_BRACES, "target": 0}), None),
@@ -277,11 +298,13 @@ def test_reject_reason_codes_are_all_present(mixed_run: dict[str, Any]) -> None:
         "empty_function",
         "too_large",
         "binary_content",
+        "weight_not_finite",
+        "invalid_weight",
     ):
         assert code in reasons, code
     assert reasons.count("missing_field") == 2
     assert reasons.count("invalid_label") == 3
-    assert len(reasons) == 13
+    assert len(reasons) == 15
 
 
 def test_size_and_binary_rejects_come_from_validation(mixed_run: dict[str, Any]) -> None:
@@ -329,6 +352,21 @@ def test_kept_records_are_written_to_the_splits(mixed_run: dict[str, Any]) -> No
     assert {r["meta"]["line"] for r in rows} == numbers
     assert len({r["id"] for r in rows}) == len(rows)
     assert all(r["label"] in (0, 1) for r in rows)
+
+
+def test_record_weights_reach_the_processed_records(mixed_run: dict[str, Any]) -> None:
+    """Each kept function's ``weight`` field (1.0 without one) is in its records.jsonl row."""
+    out = mixed_run["out"]
+    expected = {f: valid_weight(i) for i, (f, _) in enumerate(VALID_FUNCS)}
+    rows = [r for s in SPLIT_NAMES for r in read_jsonl(out / s / "records.jsonl")]
+    weights = {r["func"]: r["weight"] for r in rows if r["func"] in expected}
+    assert len(weights) == len(expected)
+    for func, weight in weights.items():
+        assert weight == (1.0 if expected[func] is None else expected[func]), func
+    assert len(set(weights.values())) > 2  # really non-uniform
+    meta = json.loads((out / "preprocessing_metadata.json").read_text())
+    weighted = meta["counts"]["weighted_per_split"]
+    assert sum(weighted.values()) == sum(1 for r in rows if r["weight"] != 1.0) > 0
 
 
 @pytest.mark.parametrize("func", [DEEP_BRACES, DEEP_PARENS], ids=["braces", "parens"])

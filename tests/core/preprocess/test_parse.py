@@ -6,6 +6,7 @@ import gzip
 import json
 
 import numpy as np
+import pytest
 
 from streamguard_core.data.normalize import normalized_key
 from streamguard_core.preprocess.parse import (
@@ -136,6 +137,7 @@ def test_tree_key_matches_regex_normalisation():
     assert GraphBuilder().build(c).normalized_key != ga.normalized_key
 
 
+@pytest.mark.slow
 def test_build_many_equals_build(shared_data):
     with gzip.open(shared_data / "devign_valid.jsonl.gz", "rt") as fh:
         funcs = [json.loads(next(fh))["func"] for _ in range(40)]

@@ -97,6 +97,7 @@ def test_pyg_dataset_and_batching(synthetic_run):
     assert batch.num_graphs == min(4, len(ds)) and batch.y.shape == (batch.num_graphs,)
 
 
+@pytest.mark.slow
 def test_output_identical_for_any_worker_count(tmp_path, synthetic_run):
     out1, _ = synthetic_run
     out2 = tmp_path / "w2"
@@ -120,6 +121,7 @@ def test_batch_size_recommendation_scales_with_budget():
     assert not recommend_batch_size(1e7, 2e7, 1)["fits_one_graph"]
 
 
+@pytest.mark.slow
 def test_cli_devign_codexglue_split(tmp_path, shared_data):
     out = tmp_path / "devign"
     code = main(
@@ -170,6 +172,7 @@ def _check_offsets_decode(out, split_name):
     assert checked_long > 0  # long functions were cut to windows before encoding
 
 
+@pytest.mark.slow
 def test_cli_juliet_group_split_uses_func_anon(tmp_path, shared_data):
     out = tmp_path / "juliet"
     code = main(
@@ -222,12 +225,3 @@ def test_every_command_has_help(argv):
     )
     assert proc.returncode == 0
     assert "usage: streamguard" in proc.stdout
-
-
-def test_core_never_imports_prefect():
-    code = (
-        "import sys, streamguard_core.cli, streamguard_core.preprocess.run, "
-        "streamguard_core.preprocess.dataset; print('prefect' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

@@ -1,4 +1,5 @@
-"""`streamguard train gnn|transformer --train-data/--val-data/--test-data` on raw Devign files."""
+"""`streamguard train KIND --train-data/--val-data/--test-data` on raw Devign files or processed
+split directories: raw files are preprocessed into OUTPUT/data with the config's defaults."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from streamguard_core.cli import EXIT_USAGE, main
+from streamguard_core.config import PreprocessConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,8 @@ def test_raw_files_are_preprocessed_with_their_splits_then_trained(raw_splits, t
     meta = json.loads((out / "data" / "preprocessing_metadata.json").read_text())
     counts = meta["counts"]
     assert meta["config"]["data"]["split_strategy"] == "explicit"
+    # the preprocessing defaults are PreprocessConfig's own, not a copy typed into the CLI
+    assert meta["config"]["preprocess"] == PreprocessConfig().model_dump(mode="json")
     # every record of each file is accounted for in its own split
     assert counts["read"] == 108 == counts["kept"] + counts["rejected"] + counts["deduplicated"]
     assert 0 < counts["kept_per_split"]["train"] <= 60
@@ -45,6 +49,31 @@ def test_raw_files_are_preprocessed_with_their_splits_then_trained(raw_splits, t
     stamp = (out / "data" / "preprocessing_metadata.json").stat().st_mtime_ns
     assert main([*argv, "--resume"]) == 0
     assert (out / "data" / "preprocessing_metadata.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "kind, flags",
+    [
+        ("transformer", ["--max-seq-len", "64", "--hidden-size", "16", "--num-layers", "1",
+                         "--epochs", "1", "--quick-test", "--num-threads", "1"]),
+        ("baseline", ["--min-df", "1"]),
+    ],
+)  # fmt: skip
+def test_every_kind_preprocesses_raw_files_the_same_way(kind, flags, raw_splits, tmp_path):
+    """A transformer's max_seq_len sizes the sequences; the baseline takes the same path."""
+    out = tmp_path / kind
+    argv = ["train", kind, "--train-data", str(raw_splits["train"]), "--val-data",
+            str(raw_splits["valid"]), "--test-data", str(raw_splits["test"]), "--output-dir",
+            str(out), *flags]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((out / "data" / "preprocessing_metadata.json").read_text())
+    expected = PreprocessConfig(**({"max_seq_len": 64} if kind == "transformer" else {}))
+    assert meta["config"]["preprocess"] == expected.model_dump(mode="json")
+    spec = json.loads((out / "exp_config.json").read_text())
+    assert spec["data_dir"] == str(out / "data") and spec["model"]["kind"] == kind
+    assert json.loads((out / "run_status.json").read_text())["status"] == "completed"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n"] == meta["counts"]["kept_per_split"]["test"]
 
 
 def test_processed_split_dirs_resolve_to_their_data_set(make_processed, tmp_path):
