@@ -284,9 +284,7 @@ class BaselineConfig(_ModelBase):
     max_iter: int = Field(2000, ge=10, description="Solver iterations.")
 
 
-ModelConfig = Annotated[
-    GNNConfig | TransformerConfig | BaselineConfig, Field(discriminator="kind")
-]
+ModelConfig = Annotated[GNNConfig | TransformerConfig | BaselineConfig, Field(discriminator="kind")]
 ModelKind = Literal["transformer", "gnn", "baseline"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn", "baseline")
 NEURAL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn")

@@ -194,9 +194,10 @@ class ProcessedDataset:
 
     def has_split(self, name: str) -> bool:
         """True when the split exists and holds records."""
-        return self.metadata.counts.kept_per_split.get(name, 0) > 0 and (
-            self.root / name / "records.jsonl"
-        ).exists()
+        return (
+            self.metadata.counts.kept_per_split.get(name, 0) > 0
+            and (self.root / name / "records.jsonl").exists()
+        )
 
     def split(self, name: str) -> ProcessedSplit:
         """One split (``train``/``valid``/``test``)."""

@@ -133,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m streamguard_core.training.job SPEC``: exit 0 completed, 3 collapsed, 1 failed."""
     from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE
 
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("spec", help="a TrainJobSpec as JSON or YAML")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     args = parser.parse_args(argv)
