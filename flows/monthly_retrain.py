@@ -14,13 +14,13 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow
 
 from flows.pipeline import streamguard_pipeline
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+from flows.train_production import stop_jobs_under
+from streamguard_core.config import PipelineConfig
 from tasks.registry import promote_if_better
 
 
@@ -28,33 +28,41 @@ class NoCandidate(RuntimeError):
     """No model of the retraining run completed: nothing to compare or promote."""
 
 
-@flow(name="monthly-retrain", log_prints=True)
+def run_root(output_root: str, started: datetime) -> str:
+    """``<output_root>/<UTC date>``: where one retraining run's pipeline writes."""
+    return str(Path(output_root) / started.astimezone(UTC).strftime("%Y-%m-%d"))
+
+
+def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_cancellation hook: stop the SageMaker jobs of this retraining run (dated root)."""
+    started = flow_run.start_time or flow_run.expected_start_time or datetime.now(UTC)
+    stop_jobs_under(flow_run, lambda config: run_root(config.output_root, started))
+
+
+@flow(name="monthly-retrain", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
 def monthly_retrain(
-    data: DataConfig | None = None,
-    preprocessing: PreprocessConfig | None = None,
-    plan: TrainingPlan | None = None,
-    criteria: SuccessCriteria | None = None,
-    output_root: str = "runs/monthly",
+    config: PipelineConfig = PipelineConfig(output_root="runs/monthly"),  # noqa: B008
     registry_dir: str = "runs/registry",
     min_improvement: float = 0.0,
-    backend: Literal["local", "sagemaker"] = "local",
-    run_preflight: bool = True,
 ) -> dict[str, Any]:
-    """Retrain into ``<output_root>/<UTC date>``; returns the promotion decision."""
-    run_root = str(Path(output_root) / datetime.now(UTC).strftime("%Y-%m-%d"))
-    summary = streamguard_pipeline(
-        data, preprocessing, plan, criteria, run_root, backend, run_preflight
-    )
+    """Retrain into ``<config.output_root>/<UTC date>``; returns the promotion decision.
+
+    The whole pipeline config applies (``backend: sagemaker`` trains on SageMaker with
+    ``config.sagemaker``). A run that fails its success criteria ends Failed before any
+    promotion: a candidate must pass them to be compared with production.
+    """
+    root = run_root(config.output_root, datetime.now(UTC))
+    summary = streamguard_pipeline(config.model_copy(update={"output_root": root}))
     best = summary.get("best_seed")
     if not best or not best.get("model_dir"):
-        raise NoCandidate(f"no completed model in {run_root}: see its production_report.md")
+        raise NoCandidate(f"no completed model in {root}: see its production_report.md")
     decision = promote_if_better(
         registry_dir,
         best["model_dir"],
         {"model": best["model"], "seed": best["seed"]},
-        str(Path(run_root) / "data" / "valid"),
+        str(Path(root) / "data" / "valid"),
         min_improvement,
-        run_root,
+        root,
     )
     print(
         f"candidate {decision['version']}: {decision['reason']} "
@@ -64,8 +72,8 @@ def monthly_retrain(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.monthly_retrain``: one retraining run with a preset."""
-    from flows.presets import load_preset, preset_names
+    """``python -m flows.monthly_retrain``: one retraining run with a preset; 1 when it fails."""
+    from flows.presets import load_preset, override, preset_names
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,16 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--registry-dir", default="runs/registry")
     parser.add_argument("--min-improvement", type=float, default=0.0)
     args = parser.parse_args(argv)
-    params = load_preset(args.preset)
-    monthly_retrain(
-        DataConfig.model_validate(params.get("data", {})),
-        PreprocessConfig.model_validate(params.get("preprocessing", {})),
-        TrainingPlan.model_validate(params.get("plan", {})),
-        SuccessCriteria.model_validate(params.get("criteria", {})),
-        args.output_root,
-        args.registry_dir,
-        args.min_improvement,
-    )
+    config = override(load_preset(args.preset), output_root=args.output_root)
+    state = monthly_retrain(config, args.registry_dir, args.min_improvement, return_state=True)
+    if not state.is_completed():
+        print(f"monthly-retrain {state.name}: {state.message}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,11 +1,15 @@
 """``streamguard-pipeline``: data -> preprocess -> preflight -> train-production -> report.
 
-A preflight no-go stops the run in a Failed state naming the failed checks (and raises the
-``streamguard.preflight.failed`` event). Run it with the embedded, ephemeral Prefect::
+Its one parameter is a :class:`~streamguard_core.config.PipelineConfig` (every preset in
+``deployments/params`` is one). A preflight no-go stops the run in a Failed state naming the
+failed checks (and raises the ``streamguard.preflight.failed`` event); failed success criteria
+end it Failed too, naming the failed checks, after the report and artifacts are published (and
+``streamguard.model.below_threshold`` is raised per failing model). Run it with the embedded,
+ephemeral Prefect (exit code 1 when the run fails)::
 
     python -m flows.pipeline                       # the demo preset on the synthetic data
     python -m flows.pipeline --preset quick        # seconds: 1 seed, 4 steps
-    python -m flows.pipeline --data ../shared/data --preset full
+    python -m flows.pipeline --data ../shared/data --preset full --models gnn,baseline
 """
 
 from __future__ import annotations
@@ -14,87 +18,47 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.train_production import train_production
-from streamguard_core.aws.config import SageMakerConfig
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+from flows.train_production import stop_sagemaker_jobs, train_production
+from streamguard_core.config import PipelineConfig
 from tasks.data import preprocess_task, publish_data_summary
 from tasks.training import preflight_task
 
 
-@flow(name="streamguard-pipeline", log_prints=True)
-def streamguard_pipeline(
-    data: DataConfig | None = None,
-    preprocessing: PreprocessConfig | None = None,
-    plan: TrainingPlan | None = None,
-    criteria: SuccessCriteria | None = None,
-    output_root: str = "runs/pipeline",
-    backend: Literal["local", "sagemaker"] = "local",
-    run_preflight: bool = True,
-    sagemaker: SageMakerConfig | None = None,
-    aws_credentials_block: str | None = None,
-) -> dict[str, Any]:
+@flow(name="streamguard-pipeline", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
+def streamguard_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """The production pipeline; returns the overall production summary.
 
-    With ``backend="sagemaker"`` training runs as SageMaker jobs (``sagemaker`` settings,
-    ``aws_credentials_block``); preprocessing and preflight still run on the worker.
+    With ``config.backend == "sagemaker"`` training runs as SageMaker jobs (``config.sagemaker``,
+    ``config.aws_credentials_block``, ``config.s3_bucket_block``); preprocessing and preflight
+    still run on the worker.
     """
-    data, preprocessing = data or DataConfig(), preprocessing or PreprocessConfig()
-    plan, criteria = plan or TrainingPlan(), criteria or SuccessCriteria()
     logger = get_run_logger()
-    data_dir = str(Path(output_root) / "data")
+    data_dir = str(Path(config.output_root) / "data")
     metadata = Path(data_dir) / "preprocessing_metadata.json"
     data_summary = preprocess_task.with_options(refresh_cache=not metadata.exists())(
-        data, preprocessing, data_dir
+        config.data, config.preprocessing, data_dir
     )
     publish_data_summary(data_summary)
-    if run_preflight:
-        preflight_task(
-            data_dir, list(plan.models), plan, preprocessing.max_seq_len,
-            str(Path(output_root) / "preflight_report.json"),
-        )  # fmt: skip
+    if config.run_preflight:
+        report = Path(config.output_root) / "preflight_report.json"
+        preflight_task(data_dir, config.plan, str(report))
     else:
         logger.warning("preflight skipped (run_preflight=False)")
-    summary = train_production(
-        data_dir, plan, criteria, output_root, backend, sagemaker, aws_credentials_block
-    )
-    print(_headline(summary))
-    return summary
+    return train_production(data_dir, config)
 
 
-def _headline(summary: dict[str, Any]) -> str:
-    lines = ["", "model        seeds  mean F1  std     95% CI            ROC-AUC"]
-    for model, s in summary["models"].items():
-        f1, auc = s["metrics"]["f1"], s["metrics"]["roc_auc"]
-        lines.append(
-            f"{model:12s} {s['n_completed']}/{s['n_seeds']}    {_fmt(f1['mean'])}   "
-            f"{_fmt(f1['std'])}  [{_fmt(f1['ci95_low'])}, {_fmt(f1['ci95_high'])}]  "
-            f"{_fmt(auc['mean'])}"
-        )
-    verdict = "PASSED" if summary["success"]["passed"] else "FAILED"
-    lines += [
-        f"best model: {summary['best_overall_model']} (mean F1 {_fmt(summary['best_overall_f1'])})",
-        f"success criteria: {verdict}",
-        f"summary: {summary['summary_path']}",
-        f"report:  {summary['report_path']}",
-    ]
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "  n/a " if value is None else f"{value:.4f}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flows.pipeline``: run the pipeline with a preset and optional real data."""
-    from flows.presets import load_preset, preset_names
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m flows.pipeline`` (each flag overrides a preset field)."""
+    from flows.presets import preset_names
 
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m flows.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", default="demo", help=f"one of {preset_names()} or a YAML path")
     parser.add_argument(
@@ -103,11 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         help="real data instead of the synthetic set: a folder like ../shared/data (Devign "
         "train+valid with the CodeXGLUE split) or one input file (Devign/Juliet/JSONL)",
     )
+    parser.add_argument("--output-root", default=None, help="default: the preset's")
+    parser.add_argument("--seeds", default=None, help="comma-separated, replaces the preset's")
     parser.add_argument(
-        "--output-root", default=None, help="default: the preset's or runs/pipeline"
+        "--models",
+        default=None,
+        help="comma-separated run names or kinds: keeps those of the preset's models (a kind "
+        "the preset lacks gets that kind's defaults)",
     )
-    parser.add_argument("--seeds", default=None, help="comma-separated, overrides the preset")
-    parser.add_argument("--models", default=None, help="comma-separated, overrides the preset")
     parser.add_argument("--no-preflight", action="store_true", help="skip the preflight checks")
     parser.add_argument(
         "--backend", choices=["local", "sagemaker"], default=None,
@@ -117,28 +84,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--aws-credentials-block", default=None, help="prefect-aws AwsCredentials block name"
     )
-    args = parser.parse_args(argv)
-    params = load_preset(args.preset)
-    if args.data:
-        params["data"] = {**params.get("data", {}), **data_from_path(args.data)}
-    plan = dict(params.get("plan", {}))
-    if args.seeds:
-        plan["seeds"] = [int(s) for s in args.seeds.split(",")]
-    if args.models:
-        plan["models"] = args.models.split(",")
-    summary = streamguard_pipeline(
-        data=DataConfig.model_validate(params.get("data", {})),
-        preprocessing=PreprocessConfig.model_validate(params.get("preprocessing", {})),
-        plan=TrainingPlan.model_validate(plan),
-        criteria=SuccessCriteria.model_validate(params.get("criteria", {})),
-        output_root=args.output_root or params.get("output_root", "runs/pipeline"),
-        backend=args.backend or params.get("backend", "local"),
-        run_preflight=not args.no_preflight and params.get("run_preflight", True),
-        sagemaker=SageMakerConfig.model_validate(params["sagemaker"])
-        if params.get("sagemaker")
-        else None,
-        aws_credentials_block=args.aws_credentials_block or params.get("aws_credentials_block"),
+    parser.add_argument("--s3-bucket-block", default=None, help="prefect-aws S3Bucket block name")
+    return parser
+
+
+def config_from_args(argv: list[str] | None = None) -> PipelineConfig:
+    """The :class:`PipelineConfig` a command line describes: the preset, then the flags."""
+    from flows.presets import load_preset, override
+
+    args = build_parser().parse_args(argv)
+    config = load_preset(args.preset)
+    data = {**config.data.model_dump(), **data_from_path(args.data)} if args.data else None
+    return override(
+        config,
+        models=args.models,
+        seeds=args.seeds,
+        data=data,
+        output_root=args.output_root,
+        backend=args.backend,
+        run_preflight=False if args.no_preflight else None,
+        aws_credentials_block=args.aws_credentials_block,
+        s3_bucket_block=args.s3_bucket_block,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.pipeline``: run the pipeline with a preset; 1 when the run fails."""
+    state = streamguard_pipeline(config_from_args(argv), return_state=True)
+    if not state.is_completed():
+        print(f"streamguard-pipeline {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    summary = state.result()
     print(json.dumps({"best_overall_model": summary["best_overall_model"],
                       "best_overall_f1": summary["best_overall_f1"],
                       "passed": summary["success"]["passed"]}))  # fmt: skip

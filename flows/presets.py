@@ -1,17 +1,23 @@
-"""Parameter presets: YAML files of the flows' pydantic parameters in ``deployments/params/``.
+"""Presets: YAML files in ``deployments/params/``, each one :class:`PipelineConfig`.
 
-``quick`` (seconds per run: CI and smoke tests), ``demo`` (the main job: 3 seeds of each tiny
-model on the synthetic data, minutes on a laptop CPU), ``full`` (the defaults, 3 seeds).
+``quick`` (seconds per run: CI and smoke tests, not judged on numbers), ``demo`` (the main job:
+3 seeds of each tiny model on the synthetic data, minutes on a laptop CPU), ``full`` (the
+defaults, 3 seeds), ``sagemaker-emulator`` (backend sagemaker against the local emulator).
+The command-line overrides of ``python -m flows.pipeline`` are applied here too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from streamguard_core.pipeline.config import TrainingPlan
+from streamguard_core.config import (
+    MODEL_KINDS,
+    ModelConfig,
+    PipelineConfig,
+    TrainingPlan,
+    load_yaml,
+    model_config_for,
+)
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "deployments" / "params"
 
@@ -21,8 +27,8 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name_or_path: str) -> dict[str, Any]:
-    """A preset's parameters (a name from :func:`preset_names` or a YAML path)."""
+def preset_path(name_or_path: str) -> Path:
+    """The YAML file of a preset name from :func:`preset_names`, or the path given."""
     path = Path(name_or_path)
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
@@ -30,12 +36,54 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"no preset {name_or_path!r}: expected {path} (presets: {', '.join(preset_names())})"
         )
-    params = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: a preset must be a mapping of flow parameters")
-    return params
+    return path
 
 
-def quick_plan() -> TrainingPlan:
-    """The ``quick`` preset's training plan."""
-    return TrainingPlan.model_validate(load_preset("quick").get("plan", {}))
+def load_preset(name_or_path: str) -> PipelineConfig:
+    """A preset as a validated :class:`PipelineConfig` (unknown keys are an error)."""
+    return load_yaml(preset_path(name_or_path), PipelineConfig)
+
+
+def select_models(plan: TrainingPlan, wanted: list[str]) -> list[ModelConfig]:
+    """The plan's models named in ``wanted``, in that order.
+
+    Each entry matches the plan's models by run name, else by kind (every model of that kind);
+    a kind the plan lacks gets that kind's defaults (:func:`model_config_for`).
+
+    Raises:
+        ValueError: an entry is neither a run name of the plan nor a model kind.
+    """
+    chosen: list[ModelConfig] = []
+    for token in wanted:
+        matches = [m for m in plan.models if m.run_name == token] or [
+            m for m in plan.models if m.kind == token
+        ]
+        if not matches:
+            if token not in MODEL_KINDS:
+                raise ValueError(
+                    f"--models {token!r}: not a model of the preset ({', '.join(plan.names)}) "
+                    f"nor a model kind ({', '.join(MODEL_KINDS)})"
+                )
+            matches = [model_config_for(token)]
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def override(
+    config: PipelineConfig,
+    *,
+    models: str | None = None,
+    seeds: str | None = None,
+    **fields: object,
+) -> PipelineConfig:
+    """The config with the command line's ``--models a,b`` and ``--seeds 1,2`` applied to its
+    plan and ``fields`` (top-level PipelineConfig fields; None = keep) replacing its own, all
+    validated again."""
+    raw = config.model_dump()
+    if models:
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        raw["plan"]["models"] = [m.model_dump() for m in select_models(config.plan, wanted)]
+    if seeds:
+        raw["plan"]["seeds"] = [int(s) for s in seeds.split(",")]
+    raw.update({k: v for k, v in fields.items() if v is not None})
+    return PipelineConfig.model_validate(raw)

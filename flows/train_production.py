@@ -1,143 +1,185 @@
-"""``train-production``: every model x seed on a processed data set, then aggregate and report.
+"""``train-production``: every model x seed of the plan on a processed data set, then aggregate,
+publish and judge.
 
-On a local worker with several GPUs the seeds run concurrently, one GPU each; on one GPU or
-a CPU they run one after another. A collapsed or failed seed never cancels the others: its
-``run_status.json`` says why and the aggregate reports it.
+Every run is one :class:`~streamguard_core.config.TrainJobSpec` from ``config.plan.jobs(...)``.
+Locally each job runs in its own process; on a worker with several GPUs the jobs are spread
+over them (one chain of jobs per GPU, the chains concurrent), on one GPU or a CPU they run one
+after another. With ``backend: sagemaker`` every job is a SageMaker training job. A collapsed or
+failed job never cancels the others: its ``run_status.json`` says why and the aggregate reports
+it. When the success criteria fail, the flow run ends Failed naming the failed checks, after
+the report and every artifact are published.
 
-    python -m flows.train_production --data-dir runs/pipeline/data --quick
+    python -m flows.train_production --data-dir runs/demo/data --preset quick [--models gnn]
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any, Literal
+import sys
+from collections.abc import Callable
+from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.futures import wait
+from prefect import allow_failure, flow, get_run_logger
+from prefect.futures import PrefectFuture, wait
 
-from streamguard_core.aws.config import SageMakerConfig
-from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
-from streamguard_core.pipeline.runner import read_run_status, seed_dir
-from tasks.report import publish_results
-from tasks.training import aggregate_task, train_model_task
-
-Backend = Literal["local", "sagemaker"]
-
-
-def local_devices() -> list[str | None]:
-    """One slot per CUDA device (``cuda:<i>``), or a single default slot (one GPU or CPU)."""
-    import torch
-
-    n = torch.cuda.device_count()
-    return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
+from streamguard_core.backends.local import cpu_threads_per_job, local_devices
+from streamguard_core.config import PipelineConfig, TrainJobSpec
+from streamguard_core.training.job import read_run_status
+from tasks.report import SuccessCriteriaFailed, failure_message, publish_results
+from tasks.training import aggregate_task, train_job_task
 
 
 def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_cancellation hook: stop this run's SageMaker jobs (listed in sagemaker_jobs.json)."""
-    import json
+    """on_cancellation hook: stop this run's SageMaker jobs (``tasks.sagemaker.stop_jobs``).
 
-    params = flow_run.parameters or {}
-    jobs_file = Path(params.get("output_root", "runs/pipeline")) / "sagemaker_jobs.json"
-    if params.get("backend") != "sagemaker" or not jobs_file.exists():
+    On the pipeline flow too: a worker that cancels a deployment's run calls the hooks of the
+    top-level flow only.
+    """
+    stop_jobs_under(flow_run, lambda config: config.output_root)
+
+
+def stop_jobs_under(flow_run: Any, output_root: Callable[[PipelineConfig], str]) -> None:
+    """Stop the SageMaker jobs of the run whose ``config`` parameter is in ``flow_run``, listed
+    under ``output_root(config)`` (nothing when the backend is local)."""
+    raw = (flow_run.parameters or {}).get("config")
+    if raw is None:
         return
-    from streamguard_core.aws.jobs import stop_training_job
-    from tasks.sagemaker import boto3_session
+    config = PipelineConfig.model_validate(raw)
+    if config.backend != "sagemaker" or config.sagemaker is None:
+        return
+    from tasks.sagemaker import stop_jobs
 
-    cfg = SageMakerConfig.model_validate(params["sagemaker"])
-    sm = boto3_session(params.get("aws_credentials_block"), cfg.region).client("sagemaker")
-    for spec in json.loads(jobs_file.read_text()).values():
-        stop_training_job(sm, spec["job_name"])
+    stop_jobs(output_root(config), config.sagemaker, config.aws_credentials_block)
+
+
+def run_local_jobs(specs: list[TrainJobSpec], cpu_jobs: int = 1) -> None:
+    """Every job through :func:`train_job_task`, one chain of jobs per device slot.
+
+    One slot (a CPU or one GPU): the jobs run one after another. Several slots (GPUs, or
+    ``cpu_jobs`` CPU slots sharing the cores' threads): job ``i`` goes to slot ``i % n`` and waits
+    for the previous job on that slot, whatever its outcome, so each slot trains one job at a
+    time and all slots train concurrently. Every job is a process of its own either way.
+    """
+    logger = get_run_logger()
+    slots = local_devices(cpu_jobs)
+    threads = cpu_threads_per_job(len(slots)) if slots[0] is None else None
+    logger.info("%d runs on %d slot(s): %s%s", len(specs), len(slots), slots,
+                f", {threads} torch thread(s) each" if threads else "")  # fmt: skip
+    # a cached result is only trusted while the run's files say it completed
+    runs = [
+        train_job_task.with_options(refresh_cache=_status(spec) != "completed") for spec in specs
+    ]
+    if len(slots) == 1:
+        for run, spec in zip(runs, specs, strict=True):
+            run(spec, slots[0], threads, return_state=True)
+        return
+    futures: list[PrefectFuture[Any]] = []
+    for i, (run, spec) in enumerate(zip(runs, specs, strict=True)):
+        before = [allow_failure(futures[i - len(slots)])] if i >= len(slots) else []
+        futures.append(run.submit(spec, slots[i % len(slots)], threads, wait_for=before))
+    wait(futures)
 
 
 @flow(name="train-production", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
 def train_production(
     data_dir: str,
-    plan: TrainingPlan | None = None,
-    criteria: SuccessCriteria | None = None,
-    output_root: str = "runs/pipeline",
-    backend: Backend = "local",
-    sagemaker: SageMakerConfig | None = None,
-    aws_credentials_block: str | None = None,
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008
 ) -> dict[str, Any]:
-    """Train ``plan.models`` x ``plan.seeds`` on ``data_dir``; aggregate; publish the report.
+    """Train ``config.plan`` on the processed data set ``data_dir`` into ``config.output_root``;
+    aggregate, publish the report, and judge it against ``config.criteria``.
 
-    ``backend="sagemaker"`` runs every model x seed as a managed-spot job configured by
-    ``sagemaker`` (credentials: the ``AwsCredentials`` block named ``aws_credentials_block``, or
-    boto3's default chain).
+    Only ``plan``, ``criteria``, ``output_root``, ``backend`` and the SageMaker settings are read
+    (``data`` and ``preprocessing`` made ``data_dir``).
+
+    Raises:
+        SuccessCriteriaFailed: a check failed (the flow run ends Failed with every failed check
+            in its message, after everything is published).
     """
-    plan, criteria = plan or TrainingPlan(), criteria or SuccessCriteria()
     logger = get_run_logger()
-    if backend == "sagemaker":
+    specs = config.plan.jobs(data_dir, config.output_root)
+    if config.backend == "sagemaker":
         from tasks.sagemaker import run_sagemaker_jobs
 
-        if sagemaker is None:
-            raise ValueError(
-                "backend='sagemaker' needs the 'sagemaker' parameter (image_uri, role_arn, "
-                "bucket, ...): see the README's SageMaker section"
-            )
-        run_sagemaker_jobs(data_dir, plan, output_root, sagemaker, aws_credentials_block)
+        assert config.sagemaker is not None  # PipelineConfig's validator guarantees it
+        run_sagemaker_jobs(data_dir, specs, config.output_root, config.sagemaker,
+                           config.aws_credentials_block, config.s3_bucket_block)  # fmt: skip
     else:
-        jobs = [(m, s) for m in plan.models for s in plan.seeds]
-        slots = local_devices()
-        logger.info("%d runs on %d slot(s): %s", len(jobs), len(slots), slots)
-        for start in range(0, len(jobs), len(slots)):
-            wave = jobs[start : start + len(slots)]
-            tasks = [
-                # a cached result is only trusted while the run's files are still there
-                train_model_task.with_options(
-                    refresh_cache=_status(output_root, model, seed) != "completed"
-                )
-                for model, seed in wave
-            ]
-            if len(slots) == 1:
-                # one device: run in this thread. torch's CPU kernels ran ~24% slower when
-                # called from a worker thread here (bench/pipeline.py, 2 cores)
-                (model, seed), device = wave[0], slots[0]
-                tasks[0](model, seed, data_dir, output_root, plan, device, return_state=True)
-            else:
-                wait(
-                    [
-                        run.submit(model, seed, data_dir, output_root, plan, device)
-                        for run, (model, seed), device in zip(tasks, wave, slots, strict=False)
-                    ]
-                )
-    for model in plan.models:
-        for seed in plan.seeds:
-            status = read_run_status(seed_dir(output_root, model, seed)) or {}
-            if status.get("status") != "completed":
-                logger.warning("%s seed %d: %s (%s)", model, seed, status.get("status", "missing"),
-                               status.get("error"))  # fmt: skip
-    summary = aggregate_task(output_root, list(plan.models), list(plan.seeds), criteria)
-    publish_results(summary, criteria.min_mean_f1)
-    verdict = "PASSED" if summary["success"]["passed"] else "FAILED"
-    print(
-        f"best model {summary['best_overall_model']} (mean F1 {summary['best_overall_f1']}); "
-        f"success criteria {verdict}; report {summary['report_path']}"
-    )
+        run_local_jobs(specs, config.local_parallel_jobs)
+    for spec in specs:
+        status = read_run_status(spec.run_dir)
+        if status is None or status.status != "completed":
+            logger.warning("%s seed %d: %s (%s)", spec.name, spec.seed,
+                           status.status if status else "missing",
+                           status.error if status else "no run_status.json")  # fmt: skip
+    summary = aggregate_task(config.output_root, config.plan, config.criteria)
+    publish_results(summary, config.criteria)
+    print(headline(summary))
+    if not summary["success"]["passed"]:
+        raise SuccessCriteriaFailed(failure_message(summary))
     return summary
 
 
-def _status(output_root: str, model: str, seed: int) -> str | None:
-    status = read_run_status(seed_dir(output_root, model, seed))
-    return None if status is None else status.get("status")
+def _status(spec: TrainJobSpec) -> str | None:
+    status = read_run_status(spec.run_dir)
+    return None if status is None else status.status
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The run's result as a few lines of text: per model F1 with spread, the trivial
+    references, the verdict with every failed check, and where the report is."""
+    from streamguard_core.pipeline.aggregate import failed_check_lines
+    from tasks.report import model_rows
+
+    lines = [
+        "",
+        "model        seeds  mean F1  std     95% CI            ROC-AUC  all-vuln F1  majority acc",
+    ]
+    for row in model_rows(summary):
+        model = summary["models"][row["model"]]
+        f1, auc = model["metrics"]["f1"], model["metrics"]["roc_auc"]
+        lines.append(
+            f"{row['model']:12s} {row['seeds']:5s}  {_fmt(f1['mean'])}   {_fmt(f1['std'])}  "
+            f"[{_fmt(f1['ci95_low'])}, {_fmt(f1['ci95_high'])}]  {_fmt(auc['mean'])}   "
+            f"{_fmt(row['all_vulnerable_f1'])}       {_fmt(row['majority_accuracy'])}"
+        )
+    passed = summary["success"]["passed"]
+    lines += [
+        f"best model: {summary['best_overall_model']} (mean F1 {_fmt(summary['best_overall_f1'])})",
+        f"success criteria: {'PASSED' if passed else 'FAILED'}",
+        *[f"  failed: {line}" for line in failed_check_lines(summary["success"])],
+        f"summary: {summary['summary_path']}",
+        f"report:  {summary['report_path']}",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a " if value is None else f"{value:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.train_production``: train a preset's plan on a processed data set."""
+    from flows.presets import load_preset, override, preset_names
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data-dir", required=True, help="a processed data set")
+    parser.add_argument("--preset", default="full", help=f"one of {preset_names()} or a YAML path")
+    parser.add_argument("--output-root", default=None, help="default: the preset's")
+    parser.add_argument("--models", default=None, help="comma-separated run names or kinds")
+    parser.add_argument("--seeds", default=None, help="comma-separated, replaces the preset's")
+    args = parser.parse_args(argv)
+    config = override(
+        load_preset(args.preset), models=args.models, seeds=args.seeds,
+        output_root=args.output_root,
+    )  # fmt: skip
+    state = train_production(args.data_dir, config, return_state=True)
+    if not state.is_completed():
+        print(f"train-production {state.name}: {state.message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--data-dir", required=True, help="a processed data set")
-    parser.add_argument("--output-root", default="runs/pipeline")
-    parser.add_argument("--models", default="transformer,gnn,baseline")
-    parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--quick", action="store_true", help="1 epoch of 4 steps, tiny models")
-    args = parser.parse_args()
-    from flows.presets import quick_plan
-
-    base = quick_plan() if args.quick else TrainingPlan()
-    chosen = base.model_copy(
-        update={"models": args.models.split(","), "seeds": [int(s) for s in args.seeds.split(",")]}
-    )
-    train_production(str(Path(args.data_dir)), TrainingPlan.model_validate(chosen.model_dump()),
-                     output_root=args.output_root)  # fmt: skip
+    sys.exit(main())

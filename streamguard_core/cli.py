@@ -382,26 +382,9 @@ def _with_train_kind(argv: list[str]) -> list[str]:
 
 
 def _merged_model(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` (a model config mapping) updated with ``overrides``.
-
-    A base value the config would derive by itself anyway (a transformer's ``num_heads`` and
-    ``intermediate_size`` follow ``hidden_size``) is dropped, so that it follows the overrides:
-    ``--hidden-size 64`` on an earlier run's spec gets the 64-wide shape, not the old one.
-    """
-    if not overrides:
-        return dict(base)
-    kept: dict[str, Any] = {}
-    for key, value in base.items():
-        if key in overrides:
-            continue
-        try:
-            derived = model_config_for({k: v for k, v in base.items() if k != key})
-        except ValidationError:
-            kept[key] = value
-            continue
-        if derived.model_dump(mode="json").get(key) != value:
-            kept[key] = value
-    return {**kept, **overrides}
+    """``base`` (a model config mapping) updated with ``overrides`` (derived sizes stay empty
+    in a config, so ``--hidden-size 64`` on an earlier run's spec gets the 64-wide shape)."""
+    return {**base, **overrides}
 
 
 def _data_source(args: argparse.Namespace, run_dir: str, file_data_dir: str | None

@@ -256,16 +256,23 @@ class TransformerConfig(_ModelBase):
         "processed data set's max_seq_len (filled in when a job is built).",
     )
 
+    @property
+    def heads(self) -> int:
+        """Attention heads of a 'tiny' model: ``num_heads``, or derived from ``hidden_size``."""
+        return self.num_heads or tiny_shape(self.hidden_size)["num_heads"]
+
+    @property
+    def feed_forward_size(self) -> int:
+        """Feed-forward size of a 'tiny' model: ``intermediate_size``, or 2 x ``hidden_size``."""
+        return self.intermediate_size or tiny_shape(self.hidden_size)["intermediate_size"]
+
     @model_validator(mode="after")
-    def _derive_shape(self) -> TransformerConfig:
-        derived = tiny_shape(self.hidden_size)
-        if self.num_heads is None:
-            self.num_heads = derived["num_heads"]
-        if self.intermediate_size is None:
-            self.intermediate_size = derived["intermediate_size"]
-        if self.model_name_or_path == TINY and self.hidden_size % self.num_heads:
+    def _check_shape(self) -> TransformerConfig:
+        # the derived sizes stay empty in the config (a form that changes hidden_size must not
+        # keep stale ones); ``heads`` and ``feed_forward_size`` resolve them
+        if self.model_name_or_path == TINY and self.hidden_size % self.heads:
             raise ValueError(
-                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}"
+                f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.heads}"
             )
         return self
 
@@ -519,6 +526,13 @@ class PipelineConfig(BaseModel):
     )
     run_preflight: bool = Field(
         True, description="Go/no-go checks of exactly the planned models before training."
+    )
+    local_parallel_jobs: int = Field(
+        1,
+        ge=1,
+        description="backend=local without CUDA: jobs trained at once, each in its own process "
+        "with cores/N torch threads (small models train faster side by side than on more "
+        "threads). With GPUs: one job per GPU.",
     )
     sagemaker: SageMakerConfig | None = Field(
         None, description="SageMaker settings (needed with backend=sagemaker)."

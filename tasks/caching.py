@@ -15,6 +15,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CacheKeyFnPolicy, CachePolicy
 
+from streamguard_core.config import TrainJobSpec
+from streamguard_core.preprocess.dataset import METADATA_FILE
 from streamguard_core.preprocess.run import parse_input_spec
 
 _digests: dict[tuple[str, int, int], str] = {}
@@ -54,21 +56,21 @@ def preprocess_key(_ctx: Any, params: dict[str, Any]) -> str:
 
 
 def training_key(_ctx: Any, params: dict[str, Any]) -> str:
-    """The processed data set's metadata (which holds its inputs' hashes) plus the run settings."""
-    meta = Path(params["data_dir"]) / "preprocessing_metadata.json"
+    """The job spec's content (model, train settings, seed, run dir) plus the processed data's
+    metadata hash (which holds its inputs' hashes), so the same path with new data retrains.
+
+    The data set's *path* is left out (its content stands in for it), and so is the device: the
+    same job on another GPU is the same run.
+    """
+    spec: TrainJobSpec = params["spec"]
+    meta = Path(spec.data_dir) / METADATA_FILE
     blob = {
         "data": file_sha256(meta) if meta.is_file() else "missing",
-        "model": params["model"],
-        "seed": params["seed"],
-        # which *other* models and seeds the plan holds does not change this run
-        "plan": {k: v for k, v in _dump(params["plan"]).items() if k not in ("models", "seeds")},
-        "output_root": str(Path(params["output_root"]).resolve()),
-        "device": params.get("device"),
+        "job": spec.model_dump(mode="json", include={"model", "train", "seed"}),
+        "run_dir": str(Path(spec.run_dir).resolve()),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
 
 PREPROCESS_CACHE: CachePolicy = INPUTS + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=preprocess_key)
-TRAINING_CACHE: CachePolicy = (
-    (INPUTS - "plan") + TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=training_key)
-)
+TRAINING_CACHE: CachePolicy = TASK_SOURCE + CacheKeyFnPolicy(cache_key_fn=training_key)

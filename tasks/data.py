@@ -9,6 +9,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from streamguard_core.config import DataConfig, PreprocessConfig
+from streamguard_core.preprocess.dataset import ProcessedDataset
 from streamguard_core.preprocess.run import preprocess
 from tasks.caching import PREPROCESS_CACHE
 
@@ -23,15 +24,16 @@ def preprocess_task(
     data: DataConfig, preprocessing: PreprocessConfig, output_dir: str
 ) -> dict[str, Any]:
     """Run the core preprocessing; returns the output path and the headline numbers."""
-    meta = preprocess(data, preprocessing, Path(output_dir), show_progress=False)
+    preprocess(data, preprocessing, Path(output_dir), show_progress=False)
+    meta = ProcessedDataset(output_dir).metadata
     return {
         "output_dir": str(output_dir),
-        "counts": meta["counts"],
-        "ast": meta["ast"],
-        "graph_stats": meta["graph_stats"]["all"],
-        "gnn_batch_size": meta["gnn_batch_size"]["recommended_batch_size"],
-        "functions_per_s": meta["functions_per_s"],
-        "warnings": meta["warnings"],
+        "counts": meta.counts.model_dump(mode="json"),
+        "ast": meta.ast,
+        "graph_stats": meta.graph_stats.get("all", {}),
+        "gnn_batch_size": meta.gnn_batch_size.get("recommended_batch_size"),
+        "functions_per_s": meta.functions_per_s,
+        "warnings": meta.warnings,
     }
 
 

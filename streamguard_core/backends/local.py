@@ -25,12 +25,22 @@ log = logging.getLogger("streamguard.backends.local")
 PRELOAD = ["torch", "transformers", "torch_geometric", "streamguard_core.training.run"]
 
 
-def local_devices() -> list[str | None]:
-    """One slot per CUDA device (``cuda:<i>``), or a single default slot (one GPU or CPU)."""
+def local_devices(cpu_jobs: int = 1) -> list[str | None]:
+    """Device slots, one job each at a time: one per CUDA device (``cuda:<i>``) when there are
+    several, one on a single GPU, else ``cpu_jobs`` CPU slots (None: the default device)."""
     import torch
 
     n = torch.cuda.device_count()
-    return [f"cuda:{i}" for i in range(n)] if n > 1 else [None]
+    if n > 1:
+        return [f"cuda:{i}" for i in range(n)]
+    return [None] if n == 1 else [None] * max(1, cpu_jobs)
+
+
+def cpu_threads_per_job(n_slots: int) -> int | None:
+    """torch threads for each of ``n_slots`` concurrent CPU jobs (None: one slot, torch's own)."""
+    if n_slots <= 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // n_slots)
 
 
 def child_environment(
@@ -51,11 +61,16 @@ def child_environment(
     return {}, device
 
 
-def _child(spec_json: str, device: str | None, conn: Connection) -> None:
+def _child(spec_json: str, device: str | None, threads: int | None, conn: Connection) -> None:
     """The job process: set the environment, run the job, send epoch rows to the parent."""
     env, torch_device = child_environment(device)
     os.environ.update(env)  # before anything initialises CUDA
     from streamguard_core.training.job import run_job
+
+    if threads:  # the spec's train.num_threads, when set, wins (train_neural applies it)
+        import torch
+
+        torch.set_num_threads(threads)
 
     try:
         status = run_job(
@@ -83,8 +98,10 @@ class LocalBackend:
         spec: TrainJobSpec,
         on_epoch_end: EpochCallback | None = None,
         device: str | None = None,
+        threads: int | None = None,
     ) -> RunStatus:
-        """Run ``spec`` in a child process on ``device`` (None: the best one) and wait for it.
+        """Run ``spec`` in a child process on ``device`` (None: the best one) and wait for it;
+        ``threads`` sets the child's torch threads (concurrent CPU jobs).
 
         A child that dies without a status (killed, out of memory) is a ``failed`` status with
         its exit code; this never raises for the job's own outcome.
@@ -92,7 +109,7 @@ class LocalBackend:
         receiver, sender = self.context.Pipe(duplex=False)
         process = self.context.Process(
             target=_child,
-            args=(spec.model_dump_json(), device, sender),
+            args=(spec.model_dump_json(), device, threads, sender),
             name=f"streamguard-{spec.name}-seed-{spec.seed}",
         )
         process.start()

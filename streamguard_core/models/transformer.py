@@ -71,7 +71,7 @@ def _build_tiny(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
 
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; the tiny model needs one")
-    if cfg.max_seq_len is None or cfg.num_heads is None or cfg.intermediate_size is None:
+    if cfg.max_seq_len is None:
         raise ValueError(
             "TransformerConfig.max_seq_len is unset: resolve it against the data set first "
             "(TransformerAdapter.build and training.run.resolve_spec do)"
@@ -80,9 +80,9 @@ def _build_tiny(cfg: TransformerConfig, tokenizer: Any) -> PreTrainedModel:
         vocab_size=len(tokenizer),
         max_position_embeddings=cfg.max_seq_len + ROBERTA_POSITION_OFFSET,
         hidden_size=cfg.hidden_size,
-        num_attention_heads=cfg.num_heads,
+        num_attention_heads=cfg.heads,
         num_hidden_layers=cfg.num_layers,
-        intermediate_size=cfg.intermediate_size,
+        intermediate_size=cfg.feed_forward_size,
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
         pad_token_id=tokenizer.pad_token_id,

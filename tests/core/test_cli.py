@@ -116,7 +116,7 @@ def test_print_config_round_trips(data_dir, tmp_path, capsys):
             "--hidden-size", "64", "--lr", "1e-4", "--seed", "5", "--no-use-weights",
             "--mixed-precision", "off"]  # fmt: skip
     printed = _printed_spec(argv, capsys)
-    assert TrainJobSpec.model_validate(printed).model.intermediate_size == 128
+    assert TrainJobSpec.model_validate(printed).model.feed_forward_size == 128
     as_json, as_yaml = tmp_path / "job.json", tmp_path / "job.yaml"
     as_json.write_text(json.dumps(printed))
     as_yaml.write_text(yaml.safe_dump(printed))
@@ -132,7 +132,7 @@ def test_print_config_round_trips(data_dir, tmp_path, capsys):
 
 
 def test_overriding_the_width_of_a_saved_transformer_rederives_its_shape(tmp_path, capsys):
-    """A saved spec holds derived heads/feed-forward sizes; they follow a new --hidden-size."""
+    """A saved spec leaves heads/feed-forward sizes derived; they follow a new --hidden-size."""
     saved = TrainJobSpec(model=TransformerConfig(hidden_size=48), data_dir="d", run_dir="r")
     job = tmp_path / "job.json"
     job.write_text(saved.model_dump_json())

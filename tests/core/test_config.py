@@ -24,10 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_tiny_shape_is_a_validator_not_a_callers_duty():
     cfg = TransformerConfig(hidden_size=48)
-    assert (cfg.num_heads, cfg.intermediate_size) == (2, 96)
-    assert TransformerConfig(hidden_size=33).num_heads == 1
+    assert (cfg.heads, cfg.feed_forward_size) == (2, 96)
+    # derived sizes stay empty: a UI form or a job file that changes hidden_size re-derives them
+    assert (cfg.num_heads, cfg.intermediate_size) == (None, None)
+    assert cfg.model_copy(update={"hidden_size": 64}).feed_forward_size == 128
+    assert TransformerConfig(hidden_size=33).heads == 1
     explicit = TransformerConfig(hidden_size=48, num_heads=4, intermediate_size=64)
-    assert (explicit.num_heads, explicit.intermediate_size) == (4, 64)
+    assert (explicit.heads, explicit.feed_forward_size) == (4, 64)
     with pytest.raises(ValidationError, match="not a multiple of num_heads"):
         TransformerConfig(hidden_size=48, num_heads=5)
 
@@ -103,5 +106,5 @@ def test_every_field_a_form_shows_has_a_description():
 def test_the_readme_example_job_file_is_a_valid_job():
     spec = load_yaml(REPO / "deployments" / "jobs" / "transformer.yaml", TrainJobSpec)
     assert spec.model.kind == "transformer"
-    assert (spec.model.num_heads, spec.model.intermediate_size) == (2, 128)
+    assert (spec.model.heads, spec.model.feed_forward_size) == (2, 128)
     assert spec.train.lr_finder and spec.train.use_weights and spec.train.seed == spec.seed

@@ -1,4 +1,4 @@
-"""Every parameter preset in deployments/params validates against the pipeline's parameters.
+"""Every preset in deployments/params is one PipelineConfig, validated by the flow itself.
 
 Also checks that deployments/automations.yaml parses into Prefect automations whose templates
 the server will accept (the installer reads it).
@@ -6,88 +6,124 @@ the server will accept (the installer reads it).
 
 from __future__ import annotations
 
-import importlib.util
-import typing
+import importlib
 import uuid
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
-from streamguard_core.aws.config import SageMakerConfig
-from streamguard_core.config import DataConfig, PreprocessConfig
-from streamguard_core.pipeline.config import SuccessCriteria, TrainingPlan
+from streamguard_core.config import (
+    PipelineConfig,
+    SuccessCriteria,
+    TrainConfig,
+    TrainingPlan,
+    load_yaml,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PARAMS_DIR = REPO / "deployments" / "params"
 PRESETS = sorted(PARAMS_DIR.glob("*.yaml"))
 
-# The streamguard-pipeline flow's parameters (flows/pipeline.py) and what each must be.
-PARAMETER_MODELS: dict[str, type[BaseModel]] = {
-    "data": DataConfig,
-    "preprocessing": PreprocessConfig,
-    "plan": TrainingPlan,
-    "criteria": SuccessCriteria,
-    "sagemaker": SageMakerConfig,
-}
-SCALAR_PARAMETERS: dict[str, Callable[[object], bool]] = {
-    "output_root": lambda v: isinstance(v, str) and bool(v),
-    "backend": lambda v: v in {"local", "sagemaker"},
-    "run_preflight": lambda v: isinstance(v, bool),
-    "aws_credentials_block": lambda v: isinstance(v, str) and bool(v),
-}
-
 
 def load(path: Path) -> dict:
     preset = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(preset, dict), f"{path.name}: expected a mapping of flow parameters"
+    assert isinstance(preset, dict), f"{path.name}: expected a mapping (one PipelineConfig)"
     return preset
 
 
 def test_the_expected_presets_exist():
-    assert {p.stem for p in PRESETS} >= {"quick", "full"}
+    assert {p.stem for p in PRESETS} >= {"quick", "demo", "full", "sagemaker-emulator"}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
-def test_preset_validates_against_the_parameter_models(path: Path):
-    preset = load(path)
-    unknown = set(preset) - set(PARAMETER_MODELS) - set(SCALAR_PARAMETERS)
-    assert not unknown, f"{path.name}: not a streamguard-pipeline parameter: {sorted(unknown)}"
-    for name, value in preset.items():
-        if name in PARAMETER_MODELS:
-            # extra="forbid" on every model, so a misspelt key fails here.
-            PARAMETER_MODELS[name].model_validate(value or {})
-        else:
-            assert SCALAR_PARAMETERS[name](value), f"{path.name}: invalid {name}={value!r}"
-
-
-def test_quick_preset_is_tiny_and_full_has_three_seeds():
-    quick = load(PARAMS_DIR / "quick.yaml")
-    plan = TrainingPlan.model_validate(quick["plan"])
-    assert plan.seeds == [42] and plan.epochs == 1 and plan.max_steps_per_epoch == 4
-    assert set(plan.models) == {"baseline", "gnn", "transformer"}
-    assert DataConfig.model_validate(quick["data"]).synthetic_pairs_per_cwe == 4
-    full = TrainingPlan.model_validate(load(PARAMS_DIR / "full.yaml")["plan"])
-    assert full.seeds == [42, 43, 44] and full.epochs == TrainingPlan().epochs
-
-
-@pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.name)
-def test_preset_matches_the_flow_signature(path: Path):
-    """Against the real flow, once flows/pipeline.py exists (same types, same names)."""
-    if importlib.util.find_spec("flows.pipeline") is None:
-        pytest.skip("flows/pipeline.py not written yet")
+def test_preset_is_one_pipeline_config_through_prefects_validation(path: Path):
+    """Each preset is what a deployment run of streamguard-pipeline receives as ``config``."""
     from flows.pipeline import streamguard_pipeline
 
-    hints = typing.get_type_hints(streamguard_pipeline.fn)
-    preset = load(path)
-    assert set(preset) <= set(hints) - {"return"}
-    for name, model in PARAMETER_MODELS.items():
-        if name in preset:
-            assert model in typing.get_args(hints[name]) or hints[name] is model, name
-    # Prefect's own coercion of the parameters (what a deployment run does).
-    streamguard_pipeline.validate_parameters(preset)
+    raw = load(path)
+    config = load_yaml(path, PipelineConfig)  # extra="forbid" everywhere: a typo fails here
+    # Prefect's own coercion of the parameters (what a deployment run does)
+    (validated,) = streamguard_pipeline.validate_parameters({"config": raw}).values()
+    assert validated == config
+    # and it survives the JSON round trip a deployment's parameters go through
+    assert PipelineConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_quick_preset_is_tiny_and_full_has_the_defaults():
+    quick = load_yaml(PARAMS_DIR / "quick.yaml", PipelineConfig)
+    assert quick.plan.seeds == [42] and quick.plan.train.epochs == 1
+    assert quick.plan.train.max_steps_per_epoch == 4
+    assert {m.kind for m in quick.plan.models} == {"baseline", "gnn", "transformer"}
+    assert quick.data.synthetic_pairs_per_cwe == 4
+    full = load_yaml(PARAMS_DIR / "full.yaml", PipelineConfig)
+    assert full.plan.seeds == [42, 43, 44] and full.plan.train == TrainConfig()
+    assert full.plan == TrainingPlan(seeds=[42, 43, 44]) and full.criteria == SuccessCriteria()
+
+
+def test_demo_is_judged_by_the_default_criteria():
+    """`make demo` must pass the real criteria: its preset may tune models and data, not them."""
+    demo = load_yaml(PARAMS_DIR / "demo.yaml", PipelineConfig)
+    assert demo.criteria == SuccessCriteria()
+    assert {m.kind for m in demo.plan.models} == {"transformer", "gnn", "baseline"}
+    assert len(demo.plan.seeds) == 3 and demo.backend == "local" and not demo.data.inputs
+
+
+def _deployments() -> list[dict[str, Any]]:
+    return yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+
+
+@pytest.mark.parametrize("deployment", _deployments(), ids=lambda d: d["name"])
+def test_prefect_yaml_parameters_are_complete_for_their_flow(deployment: dict[str, Any]):
+    """Prefect merges a run's parameters into the deployment's by top-level name only, so each
+    deployment's own parameters must be valid for its flow without any run parameters."""
+    path, name = deployment["entrypoint"].split(":")
+    flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+    parameters = dict(deployment.get("parameters") or {})
+    if "data_dir" in (flow.parameters.required or []):
+        parameters.setdefault("data_dir", "runs/data")  # a run of `local` must name its data
+    given = flow.validate_parameters(parameters)
+    if deployment["name"] == "sagemaker":
+        config = given["config"]
+        assert config.backend == "sagemaker" and config.sagemaker is not None
+        assert config.s3_bucket_block == "streamguard-bucket" and not config.run_preflight
+
+
+def _definitions_missing_descriptions(schema: dict[str, Any]) -> list[str]:
+    missing = []
+    for model, definition in schema.get("definitions", {}).items():
+        for field, spec in definition.get("properties", {}).items():
+            if not spec.get("description"):
+                missing.append(f"{model}.{field}")
+    return missing
+
+
+def test_the_ui_forms_have_help_text_and_drop_downs():
+    """The flows' parameter schemas (what the UI renders as forms): every nested field has a
+    description, Literal choices are enums (drop-downs), the model list is a union on kind."""
+    from flows.monthly_retrain import monthly_retrain
+    from flows.pipeline import streamguard_pipeline
+    from flows.train_production import train_production
+
+    for flow in (streamguard_pipeline, monthly_retrain, train_production):
+        schema = flow.parameters.model_dump()
+        assert schema["properties"]["config"]["$ref"] == "#/definitions/PipelineConfig"
+        assert _definitions_missing_descriptions(schema) == [], flow.name
+    definitions = streamguard_pipeline.parameters.model_dump()["definitions"]
+    assert set(definitions) >= {"PipelineConfig", "TrainingPlan", "TrainConfig", "GNNConfig",
+                                "TransformerConfig", "BaselineConfig", "SuccessCriteria",
+                                "SageMakerConfig", "DataConfig", "PreprocessConfig"}  # fmt: skip
+    assert definitions["PipelineConfig"]["properties"]["backend"]["enum"] == ["local", "sagemaker"]
+    assert definitions["TrainConfig"]["properties"]["mixed_precision"]["enum"] == [
+        "auto", "off", "fp16", "bf16"
+    ]  # fmt: skip
+    assert definitions["GNNConfig"]["properties"]["arch"]["enum"] == ["gcn", "ggnn"]
+    models = definitions["TrainingPlan"]["properties"]["models"]["items"]
+    assert models["discriminator"]["propertyName"] == "kind"
+    assert {m["$ref"].rsplit("/", 1)[1] for m in models["oneOf"]} == {
+        "GNNConfig", "TransformerConfig", "BaselineConfig"
+    }  # fmt: skip
 
 
 def test_automations_file_parses_and_its_templates_are_valid():

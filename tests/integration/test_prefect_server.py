@@ -45,10 +45,11 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def quick_parameters(output_root: Path) -> dict[str, Any]:
-    """The quick preset (deployments/params/quick.yaml) with its output under the test's tmp."""
-    params = yaml.safe_load((REPO / "deployments" / "params" / "quick.yaml").read_text())
-    params["output_root"] = str(output_root)
-    return params
+    """The flow parameters of the quick preset (deployments/params/quick.yaml: one
+    PipelineConfig, the flow's ``config``) with its output under the test's tmp."""
+    config = yaml.safe_load((REPO / "deployments" / "params" / "quick.yaml").read_text())
+    config["output_root"] = str(output_root)
+    return {"config": config}
 
 
 @contextlib.contextmanager
@@ -269,7 +270,7 @@ def test_failed_run_makes_the_automation_post_to_the_webhook(
     tmp_path_factory,
 ):
     params = quick_parameters(tmp_path_factory.mktemp("failing_pipeline"))
-    params["data"] = {"inputs": ["/nonexistent/streamguard-missing-input.jsonl"]}
+    params["config"]["data"] = {"inputs": ["/nonexistent/streamguard-missing-input.jsonl"]}
     flow_run_id = trigger(prefect_server, PIPELINE_DEPLOYMENT, params)
     run = wait_for_final_state(prefect_server, flow_run_id, FAILED_RUN_TIMEOUT_S)
     assert run.state.type.value in {"FAILED", "CRASHED"}, run.state

@@ -58,3 +58,16 @@ def test_a_failing_job_is_a_status_not_an_exception(tmp_path):
     assert status.status == "failed"
     assert "no_such_data" in (status.error or "")
     assert read_run_status(tmp_path / "run").status == "failed"
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="CPU slots are what a machine without CUDA gets"
+)
+def test_cpu_slots_share_the_cores():
+    from streamguard_core.backends.local import cpu_threads_per_job, local_devices
+
+    assert local_devices() == [None]
+    assert local_devices(cpu_jobs=2) == [None, None]
+    assert cpu_threads_per_job(1) is None  # one job: torch's own default
+    assert cpu_threads_per_job(2) == max(1, (__import__("os").cpu_count() or 1) // 2)
+    assert cpu_threads_per_job(10_000) == 1

@@ -78,7 +78,7 @@ def test_tiny_model_matches_tokenizer_and_gives_two_logits(processed, tokenizer)
 def test_tiny_defaults_and_parameter_count(processed):
     cfg = TransformerConfig()
     assert (cfg.model_name_or_path, cfg.hidden_size, cfg.num_layers) == ("tiny", 128, 2)
-    assert (cfg.num_heads, cfg.intermediate_size, cfg.max_seq_len) == (2, 256, None)
+    assert (cfg.heads, cfg.feed_forward_size, cfg.max_seq_len) == (2, 256, None)
     with pytest.raises(ValueError, match="max_seq_len is unset"):
         build_transformer_classifier(cfg, processed / "tokenizer")
     model = build_transformer_classifier(
