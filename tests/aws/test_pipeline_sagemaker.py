@@ -95,6 +95,20 @@ def _spec_ran(run_dir: Path) -> dict:
 
 
 @pytest.mark.integration
+def _wait_until_training(emulator, out: Path, name_suffix: str, timeout_s: float = 180):
+    """The emulator's job whose name ends with ``name_suffix``, once it is Training and the
+    flow has listed its jobs (bounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        training = [j for j in list(emulator.jobs.values()) if j.secondary == "Training"]
+        if (out / JOBS_FILE).exists():
+            job = next((j for j in training if j.name.endswith(name_suffix)), None)
+            if job is not None:
+                return job
+        time.sleep(0.2)
+    raise AssertionError(f"the job *{name_suffix} never started training")
+
+
 def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     prefect_harness, sagemaker_endpoints, emulator, moto_server, tmp_path
 ):
@@ -260,14 +274,7 @@ def test_stop_jobs_stops_the_running_jobs(
     )
     thread.start()
     try:
-        deadline = time.monotonic() + 180
-        job = None
-        while time.monotonic() < deadline and job is None:
-            training = [j for j in list(emulator.jobs.values()) if j.secondary == "Training"]
-            if (out / JOBS_FILE).exists():
-                job = next((j for j in training if j.name.endswith("gnn-s11")), None)
-            time.sleep(0.2)
-        assert job is not None, "the job never started training"
+        _wait_until_training(emulator, out, "gnn-s11")
         stop_jobs(str(out), _cfg(), None)
     finally:
         thread.join(timeout=240)
@@ -308,14 +315,7 @@ def test_cancelling_the_flow_run_stops_its_sagemaker_job(
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        deadline = time.monotonic() + 180
-        job = None
-        while time.monotonic() < deadline and job is None:
-            training = [j for j in list(emulator.jobs.values()) if j.secondary == "Training"]
-            if (out / JOBS_FILE).exists():
-                job = next((j for j in training if j.name.endswith("gnn-s44")), None)
-            time.sleep(0.2)
-        assert job is not None, "the job never started training"
+        _wait_until_training(emulator, out, "gnn-s44")
         with get_client(sync_client=True) as prefect:
             run_ = prefect.read_flow_runs(
                 flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
