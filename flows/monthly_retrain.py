@@ -73,7 +73,7 @@ def monthly_retrain(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.monthly_retrain``: one retraining run with a preset; 1 when it fails."""
-    from flows.presets import load_preset, override, preset_names
+    from flows.presets import exit_status, load_preset, override, preset_names
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = override(load_preset(args.preset), output_root=args.output_root)
     state = monthly_retrain(config, args.registry_dir, args.min_improvement, return_state=True)
-    if not state.is_completed():
-        print(f"monthly-retrain {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(state, "monthly-retrain")
 
 
 if __name__ == "__main__":

@@ -110,9 +110,10 @@ def config_from_args(argv: list[str] | None = None) -> PipelineConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.pipeline``: run the pipeline with a preset; 1 when the run fails."""
+    from flows.presets import exit_status
+
     state = streamguard_pipeline(config_from_args(argv), return_state=True)
-    if not state.is_completed():
-        print(f"streamguard-pipeline {state.name}: {state.message}", file=sys.stderr)
+    if exit_status(state, "streamguard-pipeline"):
         return 1
     summary = state.result()
     print(json.dumps({"best_overall_model": summary["best_overall_model"],

@@ -8,7 +8,9 @@ The command-line overrides of ``python -m flows.pipeline`` are applied here too.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 from streamguard_core.config import (
     MODEL_KINDS,
@@ -87,3 +89,12 @@ def override(
         raw["plan"]["seeds"] = [int(s) for s in seeds.split(",")]
     raw.update({k: v for k, v in fields.items() if v is not None})
     return PipelineConfig.model_validate(raw)
+
+
+def exit_status(state: Any, flow_name: str) -> int:
+    """A flow run's final state as a command's exit code: 0 completed, else 1 with the state's
+    message (the failed checks, the preflight no-go, ...) on stderr."""
+    if state.is_completed():
+        return 0
+    print(f"{flow_name} {state.name}: {state.message}", file=sys.stderr)
+    return 1

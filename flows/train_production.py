@@ -159,7 +159,7 @@ def _fmt(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.train_production``: train a preset's plan on a processed data set."""
-    from flows.presets import load_preset, override, preset_names
+    from flows.presets import exit_status, load_preset, override, preset_names
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,11 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         load_preset(args.preset), models=args.models, seeds=args.seeds,
         output_root=args.output_root,
     )  # fmt: skip
-    state = train_production(args.data_dir, config, return_state=True)
-    if not state.is_completed():
-        print(f"train-production {state.name}: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(train_production(args.data_dir, config, return_state=True),
+                       "train-production")  # fmt: skip
 
 
 if __name__ == "__main__":
