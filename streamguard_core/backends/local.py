@@ -16,7 +16,7 @@ import os
 from multiprocessing.connection import Connection
 from typing import Any
 
-from streamguard_core.backends import EpochCallback
+from streamguard_core.backends import EpochCallback, TrainingBackend
 from streamguard_core.config import TrainJobSpec
 from streamguard_core.training.job import RunStatus, read_run_status
 
@@ -141,3 +141,6 @@ class LocalBackend:
         )  # fmt: skip
         failed.write()
         return failed
+
+
+_CONFORMS: type[TrainingBackend] = LocalBackend  # mypy (make lint) checks it is a peer backend

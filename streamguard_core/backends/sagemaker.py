@@ -31,7 +31,7 @@ from streamguard_core.aws.jobs import (
     job_name_for,
     wait_for_job,
 )
-from streamguard_core.backends import EpochCallback
+from streamguard_core.backends import EpochCallback, TrainingBackend
 from streamguard_core.config import TrainJobSpec
 from streamguard_core.io import atomic_write_json
 from streamguard_core.training.job import RunStatus, read_run_status
@@ -192,3 +192,6 @@ class SageMakerBackend:
         status.write()
         log.info("%s seed %d on SageMaker: %s", spec.name, spec.seed, status.status)
         return status
+
+
+_CONFORMS: type[TrainingBackend] = SageMakerBackend  # mypy (make lint) checks the interface

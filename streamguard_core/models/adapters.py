@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,7 +24,7 @@ TINY_TRANSFORMER_LR = 5e-4
 moves at it (Juliet: 5e-4 reached test F1 0.93)."""
 
 
-class NeuralAdapter:
+class NeuralAdapter(ABC):
     """What the training code needs to know about one neural model kind."""
 
     kind: ClassVar[str]
@@ -34,30 +35,36 @@ class NeuralAdapter:
         """The learning rate used when neither ``train.lr`` nor the LR finder sets one."""
         return DEFAULT_LR[self.kind], "default"
 
+    @abstractmethod
     def build(self, cfg: Any, data_dir: Path) -> tuple[torch.nn.Module, int]:
         """A freshly initialised model for the data set and the padding id its batches use."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def collate(self, split: Any, indices: np.ndarray, pad_id: int, cache: dict[str, Any]
                 ) -> dict[str, torch.Tensor]:  # fmt: skip
         """Input tensors (CPU) of the examples at ``indices``, in that order."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[B, 2]``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def sizes(self, split: Any) -> np.ndarray:
         """Per-example size in :attr:`size_unit`, shape [n]."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def save(self, model: torch.nn.Module, cfg: Any, data_dir: Path, out: Path) -> None:
         """Weights in the kind's own format (no pickle) into ``out`` (exists, empty)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def load(self, model_dir: Path, device: torch.device) -> tuple[torch.nn.Module, int]:
         """The saved model (eval mode, on ``device``) and its padding id."""
-        raise NotImplementedError
+        ...
 
 
 class GNNAdapter(NeuralAdapter):
