@@ -16,7 +16,10 @@ cache is hit and load that drifts on a shared machine hits both alike; ``ratio``
 medians (target <= 1.15). ``total_wall_s`` is the slowest Prefect run plus the server start
 (target <= 600 s here).
 
-    python bench/pipeline.py [--preset quick] [--repeats 2]
+``direct_stage_s`` splits the direct run into its stages (median over rounds), so
+``--fusion K`` shows what the OOF and fusion stages cost (``oof_fusion_s``).
+
+    python bench/pipeline.py [--preset quick] [--repeats 2] [--fusion 3]
 """
 
 from __future__ import annotations
@@ -38,26 +41,53 @@ if TYPE_CHECKING:
     from streamguard_core.config import PipelineConfig
 
 
+STAGES: dict[str, list[float]] = {}
+
+
+def _stage(name: str, t0: float) -> float:
+    """Record a direct stage's seconds since ``t0`` under ``name``; returns now."""
+    now = time.perf_counter()
+    STAGES.setdefault(name, []).append(now - t0)
+    return now
+
+
 def direct(config: PipelineConfig, root: Path) -> float:
-    """The pipeline's stages through the core only; returns seconds."""
+    """The pipeline's stages through the core only; returns seconds (each stage's seconds go
+    to ``STAGES``: preprocess, preflight, base, oof, fusion, aggregate, compare)."""
     from streamguard_core.backends.local import LocalBackend
+    from streamguard_core.evaluation.compare import compare_runs
     from streamguard_core.pipeline.aggregate import aggregate_all
     from streamguard_core.pipeline.report import write_report
     from streamguard_core.preprocess.run import preprocess
     from streamguard_core.training.preflight import run_preflight
 
-    t0 = time.perf_counter()
+    start = t0 = time.perf_counter()
     data_dir = root / "data"
     preprocess(config.data, config.preprocessing, data_dir, show_progress=False)
+    t0 = _stage("preprocess", t0)
     if config.run_preflight:
         report = run_preflight(data_dir, config.plan, output=root / "preflight_report.json")
         if not report["go"]:
             raise SystemExit("preflight no-go in the direct path")
-    backend = LocalBackend()
-    for spec in config.plan.jobs(data_dir, root):
+    t0 = _stage("preflight", t0)
+    backend, plan = LocalBackend(), config.plan
+    for spec in plan.jobs(data_dir, root):
         backend.run(spec)
-    write_report(aggregate_all(root, config.plan, config.criteria), root)
-    return time.perf_counter() - t0
+    t0 = _stage("base", t0)
+    if plan.fusion:
+        for spec in plan.oof_jobs(data_dir, root):
+            backend.run(spec)
+        t0 = _stage("oof", t0)
+        for spec in plan.fusion_jobs(data_dir, root):
+            backend.run(spec)
+        t0 = _stage("fusion", t0)
+    write_report(aggregate_all(root, plan, config.criteria), root)
+    t0 = _stage("aggregate", t0)
+    compare_runs(
+        root, plan.all_names, list(plan.seeds), target_precision=plan.train.target_precision
+    )
+    _stage("compare", t0)
+    return time.perf_counter() - start
 
 
 def through_prefect(config: PipelineConfig, root: Path) -> float:
@@ -80,6 +110,10 @@ def main() -> None:
     )
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--fusion", type=int, default=None, metavar="K",
+        help="turn the preset's fusion stage on with K folds (OOF jobs + one fusion per seed)",
+    )  # fmt: skip
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect_home"))
@@ -93,6 +127,9 @@ def main() -> None:
     from flows.presets import load_preset
 
     config = load_preset(args.preset)
+    if args.fusion:
+        plan = config.plan.model_copy(update={"fusion": True, "n_folds": args.fusion})
+        config = config.model_copy(update={"plan": plan})
 
     @flow(name="bench-warmup")
     def warmup() -> None:
@@ -106,6 +143,7 @@ def main() -> None:
     t0 = time.perf_counter()
     direct(load_preset("quick"), work / "warmup")
     warmup_s = time.perf_counter() - t0
+    STAGES.clear()
     prefect_s: list[float] = []
     direct_s: list[float] = []
     for i in range(args.repeats):  # the order alternates, so drifting load hits both alike
@@ -122,6 +160,14 @@ def main() -> None:
                 "bench": "pipeline",
                 "preset": args.preset,
                 "runs": len(config.plan.models) * len(config.plan.seeds),
+                "fusion": config.plan.fusion,
+                "oof_runs": len(config.plan.oof_jobs("d", "r")),
+                "direct_stage_s": {k: round(statistics.median(v), 2) for k, v in STAGES.items()},
+                "oof_fusion_s": round(
+                    statistics.median(STAGES.get("oof", [0.0]))
+                    + statistics.median(STAGES.get("fusion", [0.0])),
+                    2,
+                ),
                 "server_start_s": round(server_start_s, 2),
                 "warmup_s": round(warmup_s, 2),
                 "per_round_ratio": [

@@ -200,7 +200,7 @@ def _run(kind: str, data_dir: Path, run_dir: Path, cfg: Any) -> dict[str, Any]:
 
     state.collapse.on_step = interleave  # type: ignore[method-assign]
     groups = {
-        "eval": ("predict", "best_f1_threshold", "classification_metrics"),
+        "eval": ("predict", "tune_threshold", "classification_metrics"),
         "io": ("save_latest", "save_checkpoint", "write_metadata"),
     }
     loop.seed_everything(cfg.seed)  # same dropout masks as the bare run

@@ -84,7 +84,11 @@ def override(
     raw = config.model_dump()
     if models:
         wanted = [m.strip() for m in models.split(",") if m.strip()]
-        raw["plan"]["models"] = [m.model_dump() for m in select_models(config.plan, wanted)]
+        chosen = select_models(config.plan, wanted)
+        raw["plan"]["models"] = [m.model_dump() for m in chosen]
+        names = {m.run_name for m in chosen}  # fusion keeps the chosen ones of its bases
+        fused = raw["plan"]["fusion_model"]["base_models"]
+        raw["plan"]["fusion_model"]["base_models"] = [b for b in fused if b in names]
     if seeds:
         raw["plan"]["seeds"] = [int(s) for s in seeds.split(",")]
     raw.update({k: v for k, v in fields.items() if v is not None})

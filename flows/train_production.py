@@ -1,7 +1,10 @@
 """``train-production``: every model x seed of the plan on a processed data set, then aggregate,
 publish and judge.
 
-Every run is one :class:`~streamguard_core.config.TrainJobSpec` from ``config.plan.jobs(...)``.
+Every run is one :class:`~streamguard_core.config.TrainJobSpec` from ``config.plan.jobs(...)``;
+with ``plan.fusion`` also one per fused model x seed x fold (``plan.oof_jobs``: out-of-fold
+predictions) and, after them, one fusion job per seed (``plan.fusion_jobs``). Then the
+comparison stage (``streamguard compare``: CIs, paired tests, calibration, plots).
 Locally each job runs in its own process; on a worker with several GPUs the jobs are spread
 over them (one chain of jobs per GPU, the chains concurrent), on one GPU or a CPU they run one
 after another. With ``backend: sagemaker`` every job is a SageMaker training job. A collapsed or
@@ -24,9 +27,12 @@ from prefect.futures import PrefectFuture, wait
 
 from streamguard_core.backends.local import cpu_threads_per_job, local_devices
 from streamguard_core.config import PipelineConfig, TrainJobSpec
+from streamguard_core.evaluation.compare import comparison_text
+from streamguard_core.pipeline.report import append_comparison
 from streamguard_core.training.job import read_run_status
+from tasks.evaluation import compare_task, publish_comparison
 from tasks.report import SuccessCriteriaFailed, failure_message, publish_results
-from tasks.training import aggregate_task, train_job_task
+from tasks.training import aggregate_task, fold_summary_task, job_label, train_job_task
 
 
 def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
@@ -52,7 +58,7 @@ def stop_jobs_under(flow_run: Any, output_root: Callable[[PipelineConfig], str])
     stop_jobs(output_root(config), config.sagemaker, config.aws_credentials_block)
 
 
-def run_local_jobs(specs: list[TrainJobSpec], cpu_jobs: int = 1) -> None:
+def run_local_jobs(specs: list[TrainJobSpec], cpu_jobs: int = 1, refresh: bool = False) -> None:
     """Every job through :func:`train_job_task`, one chain of jobs per device slot.
 
     One slot (a CPU or one GPU): the jobs run one after another. Several slots (GPUs, or
@@ -67,7 +73,8 @@ def run_local_jobs(specs: list[TrainJobSpec], cpu_jobs: int = 1) -> None:
                 f", {threads} torch thread(s) each" if threads else "")  # fmt: skip
     # a cached result is only trusted while the run's files say it completed
     runs = [
-        train_job_task.with_options(refresh_cache=_status(spec) != "completed") for spec in specs
+        train_job_task.with_options(refresh_cache=refresh or _status(spec) != "completed")
+        for spec in specs
     ]
     if len(slots) == 1:
         for run, spec in zip(runs, specs, strict=True):
@@ -96,7 +103,11 @@ def train_production(
             in its message, after everything is published).
     """
     logger = get_run_logger()
-    specs = config.plan.jobs(data_dir, config.output_root)
+    plan = config.plan
+    specs = plan.jobs(data_dir, config.output_root)
+    if plan.fusion:
+        fold_summary_task(data_dir, plan, config.output_root)
+        specs += plan.oof_jobs(data_dir, config.output_root)
     if config.backend == "sagemaker":
         from tasks.sagemaker import run_sagemaker_jobs
 
@@ -105,14 +116,27 @@ def train_production(
                            config.aws_credentials_block, config.s3_bucket_block)  # fmt: skip
     else:
         run_local_jobs(specs, config.local_parallel_jobs)
-    for spec in specs:
+    fusion_specs = plan.fusion_jobs(data_dir, config.output_root)
+    if fusion_specs:  # seconds each, on the worker whatever the backend; never from cache
+        run_local_jobs(fusion_specs, 1, refresh=True)
+    for spec in specs + fusion_specs:
         status = read_run_status(spec.run_dir)
         if status is None or status.status != "completed":
-            logger.warning("%s seed %d: %s (%s)", spec.name, spec.seed,
+            logger.warning("%s: %s (%s)", job_label(spec),
                            status.status if status else "missing",
                            status.error if status else "no run_status.json")  # fmt: skip
-    summary = aggregate_task(config.output_root, config.plan, config.criteria)
+    summary = aggregate_task(config.output_root, plan, config.criteria)
     publish_results(summary, config.criteria)
+    compared = compare_task(config.output_root, plan.all_names, list(plan.seeds),
+                            plan.train.target_precision, return_state=True)  # fmt: skip
+    if compared.is_completed():
+        evaluation = compared.result()
+        publish_comparison(evaluation)
+        append_comparison(summary["report_path"], evaluation)
+        summary["evaluation_path"] = evaluation.get("evaluation_path")
+        print(comparison_text(evaluation))
+    else:  # e.g. no model has a usable seed: the criteria below say why
+        logger.error("model comparison failed: %s", compared.message)
     print(headline(summary))
     if not summary["success"]["passed"]:
         raise SuccessCriteriaFailed(failure_message(summary))
@@ -125,23 +149,33 @@ def _status(spec: TrainJobSpec) -> str | None:
 
 
 def headline(summary: dict[str, Any]) -> str:
-    """The run's result as a few lines of text: per model F1 with spread, the trivial
-    references, the verdict with every failed check, and where the report is."""
+    """The run's result as a few lines of text: per model the threshold objective, F1 with
+    spread, accuracy at the tuned threshold and at 0.5 and ROC-AUC, each beside its trivial
+    reference; the verdict with every failed check, and where the report is."""
     from streamguard_core.pipeline.aggregate import failed_check_lines
     from tasks.report import model_rows
 
-    lines = [
-        "",
-        "model        seeds  mean F1  std     95% CI            ROC-AUC  all-vuln F1  majority acc",
-    ]
+    table = [
+        ("model", "seeds", "objective", "mean F1", "std", "95% CI", "all-vuln F1", "accuracy",
+         "acc@0.5", "majority acc", "ROC-AUC", "chance AUC"),
+    ]  # fmt: skip
     for row in model_rows(summary):
-        model = summary["models"][row["model"]]
-        f1, auc = model["metrics"]["f1"], model["metrics"]["roc_auc"]
-        lines.append(
-            f"{row['model']:12s} {row['seeds']:5s}  {_fmt(f1['mean'])}   {_fmt(f1['std'])}  "
-            f"[{_fmt(f1['ci95_low'])}, {_fmt(f1['ci95_high'])}]  {_fmt(auc['mean'])}   "
-            f"{_fmt(row['all_vulnerable_f1'])}       {_fmt(row['majority_accuracy'])}"
-        )
+        table.append(
+            (row["model"], row["seeds"], row["threshold_objective"] or "n/a",
+             _fmt(row["mean_f1"]), _fmt(row["f1_std"]), row["f1_ci95"] or "n/a",
+             _fmt(row["all_vulnerable_f1"]), _fmt(row["mean_accuracy"]),
+             _fmt(row["mean_accuracy_at_half"]), _fmt(row["majority_accuracy"]),
+             _fmt(row["mean_roc_auc"]), _fmt(row["chance_roc_auc"]))
+        )  # fmt: skip
+    widths = [max(len(cells[i].strip()) for cells in table) for i in range(len(table[0]))]
+    lines = [""] + [
+        "  ".join(c.strip().ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        for cells in table
+    ]
+    lines.append(
+        "(F1 and accuracy at the threshold tuned on valid for the objective; acc@0.5: the "
+        "CodeXGLUE convention; all-vuln F1, majority acc, chance AUC: trivial references)"
+    )
     passed = summary["success"]["passed"]
     lines += [
         f"best model: {summary['best_overall_model']} (mean F1 {_fmt(summary['best_overall_f1'])})",

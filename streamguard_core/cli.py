@@ -799,6 +799,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_cost_parser(sub)
 
+    from streamguard_core.evaluation.compare import add_compare_parser
+
+    add_compare_parser(sub)
+
     demo = sub.add_parser(
         "demo",
         help="the data stages on the embedded synthetic data, without Prefect: synthesize -> "

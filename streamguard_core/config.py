@@ -32,6 +32,7 @@ from streamguard_core.preprocess.parse import NODE_TOKEN_BUCKETS
 M = TypeVar("M", bound=BaseModel)
 SplitStrategy = Literal["auto", "codexglue", "explicit", "random", "project", "group", "time"]
 DedupMode = Literal["none", "exact", "normalized"]
+ThresholdObjective = Literal["f1", "accuracy", "precision"]
 
 
 class FieldMap(BaseModel):
@@ -134,6 +135,12 @@ class PreprocessConfig(BaseModel):
     language: Literal["auto", "c", "cpp"] = Field(
         "auto", description="Grammar: auto tries C, then C++ when C fails badly."
     )
+    data_flow_edges: bool = Field(
+        False,
+        description="Also build data-flow edges in the graphs: last write (a variable's latest "
+        "assignment -> each later read, in source order) and def-use (its declaration -> each "
+        "later occurrence). Edge type ids 3 and 4; the AST edge types keep ids 0-2.",
+    )
     workers: int = Field(0, ge=0, description="Worker processes; 0 = all cores.")
     chunk_size: int = Field(256, ge=1, description="Functions per worker task.")
     gnn_memory_budget_mb: float = Field(
@@ -180,14 +187,15 @@ class GNNConfig(_ModelBase):
     """Architecture of a graph classifier over the AST graphs."""
 
     kind: Literal["gnn"] = Field("gnn", description="Model kind discriminator.")
-    arch: Literal["gcn", "ggnn"] = Field(
+    arch: Literal["gcn", "ggnn", "rgcn"] = Field(
         "gcn",
         description="gcn: stacked GCNConv layers with residuals; ggnn: one Devign-style "
-        "GatedGraphConv (GRU-updated message passing) of num_layers steps.",
+        "GatedGraphConv (GRU-updated message passing) of num_layers steps; rgcn: stacked "
+        "relational GCN layers (one weight per edge type and direction) with residuals.",
     )
     hidden_dim: int = Field(256, ge=1, description="Node embedding / hidden state size.")
     num_layers: int = Field(
-        4, ge=1, description="GCN layers (gcn) or message-passing steps (ggnn)."
+        4, ge=1, description="GCN / RGCN layers (gcn, rgcn) or message-passing steps (ggnn)."
     )
     dropout: float = Field(
         0.3, ge=0.0, lt=1.0, description="Dropout after each GCN layer and in the MLP head."
@@ -206,8 +214,8 @@ class GNNConfig(_ModelBase):
     )
     use_edge_types: bool = Field(
         False,
-        description="Reserved for a relational GNN (RGCN). GCN and GGNN here ignore edge types "
-        "whatever this says; setting it warns.",
+        description="gcn and ggnn read every edge alike whatever this says (setting it warns); "
+        "arch rgcn is the relational model and always reads edge types.",
     )
 
 
@@ -281,7 +289,17 @@ class BaselineConfig(_ModelBase):
     """TF-IDF (code token n-grams) + logistic regression settings."""
 
     kind: Literal["baseline"] = Field("baseline", description="Model kind discriminator.")
-    ngram_max: int = Field(2, ge=1, le=4, description="Longest token n-gram.")
+    features: Literal["tokens", "chars", "metrics"] = Field(
+        "tokens",
+        description="tokens: n-grams of code tokens (the TF-IDF reference); chars: character "
+        "n-grams within token boundaries (char_wb), robust to identifier spelling (both with "
+        "logistic regression); metrics: code metrics (length, nesting, branches, memory and "
+        "error-handling counts) with gradient-boosted trees.",
+    )
+    ngram_min: int = Field(1, ge=1, le=8, description="Shortest n-gram (tokens or chars).")
+    ngram_max: int = Field(
+        2, ge=1, le=8, description="Longest n-gram (tokens: up to 4 is sensible; chars: ~5)."
+    )
     min_df: int = Field(2, ge=1, description="Ignore n-grams in fewer functions than this.")
     max_features: int = Field(200_000, ge=100, description="Vocabulary cap (most frequent).")
     C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength.")
@@ -289,16 +307,52 @@ class BaselineConfig(_ModelBase):
         "balanced", description="Weight classes by inverse frequency, or not."
     )
     max_iter: int = Field(2000, ge=10, description="Solver iterations.")
+    trees: int = Field(300, ge=1, description="features 'metrics': boosting iterations.")
+    tree_learning_rate: float = Field(
+        0.05, gt=0, le=1, description="features 'metrics': boosting learning rate."
+    )
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> BaselineConfig:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min {self.ngram_min} > ngram_max {self.ngram_max}")
+        return self
 
 
-ModelConfig = Annotated[GNNConfig | TransformerConfig | BaselineConfig, Field(discriminator="kind")]
+class FusionConfig(_ModelBase):
+    """The fusion detector: a learned weighted average of the base models' probabilities plus a
+    small MLP, trained on their out-of-fold predictions (``TrainingPlan.fusion``)."""
+
+    kind: Literal["fusion"] = Field("fusion", description="Model kind discriminator.")
+    base_models: list[str] = Field(
+        default_factory=list,
+        description="Run names of the plan's models to fuse (empty: every model of the plan).",
+    )
+    hidden_dim: int = Field(16, ge=0, description="Hidden units of the MLP (0: weights only).")
+    epochs: int = Field(500, ge=1, description="Full-batch epochs at most (early stopping on).")
+    lr: float = Field(0.01, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="Adam weight decay.")
+    patience: int = Field(
+        50, ge=1, description="Epochs without a better validation loss before stopping."
+    )
+    runs_root: str | None = Field(
+        None,
+        description="The pipeline output root holding the base models' runs and their OOF "
+        "runs (filled in by TrainingPlan.fusion_jobs).",
+    )
+
+
+ModelConfig = Annotated[
+    GNNConfig | TransformerConfig | BaselineConfig | FusionConfig, Field(discriminator="kind")
+]
+BaseModelConfig = GNNConfig | TransformerConfig | BaselineConfig
 ModelKind = Literal["transformer", "gnn", "baseline"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn", "baseline")
 NEURAL_KINDS: tuple[ModelKind, ...] = ("transformer", "gnn")
 _MODEL_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
 
 
-def model_config_for(value: Any) -> GNNConfig | TransformerConfig | BaselineConfig:
+def model_config_for(value: Any) -> GNNConfig | TransformerConfig | BaselineConfig | FusionConfig:
     """A model config from a kind name (``"gnn"``: its defaults), a mapping or a config."""
     if isinstance(value, str):
         value = {"kind": value}
@@ -338,6 +392,15 @@ class TrainConfig(BaseModel):
         False,
         description="Multiply each example's loss by its record weight (the 'weight' field of "
         "the input, kept by preprocessing; 1.0 where absent).",
+    )
+    threshold_objective: ThresholdObjective = Field(
+        "f1",
+        description="What the decision threshold is tuned for on valid: vulnerable-class F1, "
+        "accuracy, or the lowest threshold reaching target_precision (metrics also report "
+        "accuracy at 0.5, the CodeXGLUE convention).",
+    )
+    target_precision: float = Field(
+        0.9, gt=0, le=1, description="Precision the 'precision' objective must reach."
     )
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
     checkpoint_every_steps: int = Field(
@@ -385,6 +448,21 @@ class TrainingPlan(BaseModel):
         default_factory=TrainConfig,
         description="Training settings of every run (train.seed is replaced by each seed).",
     )
+    fusion: bool = Field(
+        False,
+        description="Add the fusion stage: every fused model is also trained K times on K-1 "
+        "folds of train (out-of-fold predictions), then a fusion detector per seed.",
+    )
+    fusion_model: FusionConfig = Field(
+        default_factory=FusionConfig, description="The fusion detector (with fusion on)."
+    )
+    n_folds: int = Field(
+        5,
+        ge=2,
+        description="Folds of the out-of-fold predictions (near-duplicate groups kept "
+        "together, stratified by label).",
+    )
+    fold_seed: int = Field(0, description="Seed of the fold assignment (the same for all models).")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -405,9 +483,25 @@ class TrainingPlan(BaseModel):
             raise ValueError("a plan needs at least one model")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if any(m.kind == "fusion" for m in self.models):
+            raise ValueError(
+                "a fusion model is not a base model: set plan.fusion: true (and "
+                "plan.fusion_model) instead of listing it in plan.models"
+            )
+        if self.fusion:
+            unknown = sorted(set(self.fusion_model.base_models) - set(names))
+            if unknown:
+                raise ValueError(
+                    f"fusion_model.base_models {unknown} are not models of the plan ({names})"
+                )
+            if self.fusion_model.run_name in names:
+                raise ValueError(
+                    f"the fusion model's run name {self.fusion_model.run_name!r} is taken by a "
+                    "base model: give fusion_model a 'name'"
+                )
         return self
 
-    def model(self, name: str) -> GNNConfig | TransformerConfig | BaselineConfig:
+    def model(self, name: str) -> GNNConfig | TransformerConfig | BaselineConfig | FusionConfig:
         """The model config whose run name is ``name``."""
         for m in self.models:
             if m.run_name == name:
@@ -433,6 +527,79 @@ class TrainingPlan(BaseModel):
             for s in self.seeds
         ]
 
+    @property
+    def fused_names(self) -> list[str]:
+        """Run names of the models the fusion stage combines (empty with fusion off)."""
+        if not self.fusion:
+            return []
+        return list(self.fusion_model.base_models) or self.names
+
+    @property
+    def all_names(self) -> list[str]:
+        """Run names of every model the plan produces: the base models, then fusion's."""
+        return self.names + ([self.fusion_model.run_name] if self.fusion else [])
+
+    def all_models(self) -> list[ModelConfig]:
+        """Every model the plan produces: the base models, then the fusion model (if on)."""
+        return [*self.models, *([self.fusion_model] if self.fusion else [])]
+
+    def oof_jobs(self, data_dir: str | Path, output_root: str | Path) -> list[TrainJobSpec]:
+        """One job per fused model x seed x fold: trains on the other folds of train and
+        predicts its own fold. Run dirs ``<output_root>/oof/<name>/seed_<n>/fold_<k>``."""
+        return [
+            TrainJobSpec(
+                model=self.model(name),
+                train=self.train,
+                seed=s,
+                data_dir=str(data_dir),
+                run_dir=str(oof_dir(output_root, name, s, k)),
+                fold=FoldSpec(index=k, count=self.n_folds, seed=self.fold_seed),
+            )
+            for name in self.fused_names
+            for s in self.seeds
+            for k in range(self.n_folds)
+        ]
+
+    def fusion_jobs(self, data_dir: str | Path, output_root: str | Path) -> list[TrainJobSpec]:
+        """One fusion job per seed (empty with fusion off); it reads the seed's base runs and
+        OOF runs under ``output_root``."""
+        if not self.fusion:
+            return []
+        model = self.fusion_model.model_copy(
+            update={"base_models": self.fused_names, "runs_root": str(output_root)}
+        )
+        return [
+            TrainJobSpec(
+                model=model,
+                train=self.train,
+                seed=s,
+                data_dir=str(data_dir),
+                run_dir=str(seed_dir(output_root, model.run_name, s)),
+            )
+            for s in self.seeds
+        ]
+
+
+def oof_dir(output_root: str | Path, model: str, seed: int, fold: int) -> Path:
+    """``<output_root>/oof/<model>/seed_<seed>/fold_<fold>``: one out-of-fold run."""
+    return Path(output_root) / "oof" / model / f"seed_{seed}" / f"fold_{fold}"
+
+
+class FoldSpec(BaseModel):
+    """Which fold of the train split a job holds out (out-of-fold predictions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, description="The held-out fold.")
+    count: int = Field(ge=2, description="Number of folds.")
+    seed: int = Field(0, description="Seed of the fold assignment.")
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> FoldSpec:
+        if self.index >= self.count:
+            raise ValueError(f"fold index {self.index} out of range for {self.count} folds")
+        return self
+
 
 def seed_dir(output_root: str | Path, model: str, seed: int) -> Path:
     """``<output_root>/<model>/seed_<seed>``: where one run's files go."""
@@ -452,6 +619,11 @@ class TrainJobSpec(BaseModel):
     seed: int = Field(42, description="Seed of this run (copied into train.seed).")
     data_dir: str = Field(description="A processed data set (`streamguard data preprocess`).")
     run_dir: str = Field(description="Where the run's files go (resumed when it holds one).")
+    fold: FoldSpec | None = Field(
+        None,
+        description="Hold out this fold of train: train on the others and write the fold's "
+        "out-of-fold predictions (oof_predictions.jsonl).",
+    )
 
     @model_validator(mode="after")
     def _seed_into_train(self) -> TrainJobSpec:
@@ -463,6 +635,12 @@ class TrainJobSpec(BaseModel):
     def name(self) -> str:
         """The model's run name."""
         return self.model.run_name
+
+    @property
+    def job_key(self) -> str:
+        """The run name, with ``-fold<k>`` for a fold job: unique per model x fold (with the
+        seed, names one job: SageMaker job names and checkpoint prefixes use it)."""
+        return self.name + (f"-fold{self.fold.index}" if self.fold else "")
 
     def with_paths(self, data_dir: str | Path, run_dir: str | Path) -> TrainJobSpec:
         """The same job reading ``data_dir`` and writing ``run_dir`` (a launcher's own layout)."""
@@ -496,6 +674,12 @@ class SuccessCriteria(BaseModel):
         True,
         description="Each neural model's mean F1 must beat predicting 'vulnerable' for every "
         "function, and its mean accuracy the majority class, on the same split.",
+    )
+    trivial_metrics: list[Literal["f1", "accuracy", "accuracy_at_half", "roc_auc"]] = Field(
+        default_factory=lambda: ["f1", "accuracy"],
+        description="With beat_trivial: the metrics whose mean must beat their trivial "
+        "reference (F1: all-vulnerable; accuracy and accuracy at 0.5: the majority class; "
+        "ROC-AUC: 0.5). A plan tuning thresholds for accuracy judges accuracy, not F1.",
     )
     require_all_seeds: bool = Field(True, description="Every model x seed run completed")
     require_no_collapse: bool = Field(True, description="No run collapsed")

@@ -66,7 +66,7 @@ def training_key(_ctx: Any, params: dict[str, Any]) -> str:
     meta = Path(spec.data_dir) / METADATA_FILE
     blob = {
         "data": file_sha256(meta) if meta.is_file() else "missing",
-        "job": spec.model_dump(mode="json", include={"model", "train", "seed"}),
+        "job": spec.model_dump(mode="json", include={"model", "train", "seed", "fold"}),
         "run_dir": str(Path(spec.run_dir).resolve()),
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

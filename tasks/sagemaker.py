@@ -203,7 +203,7 @@ def run_sagemaker_jobs(
                 "run_id": run_id,
                 "s3_bucket_block": s3_bucket_block,
                 "jobs": {
-                    f"{s.name}/seed_{s.seed}": redact(
+                    f"{s.job_key}/seed_{s.seed}": redact(
                         job_spec(cfg, run_id, s, data_uri).model_dump(mode="json")
                     )
                     for s in specs

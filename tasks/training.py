@@ -16,7 +16,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.exceptions import MissingContextError
 
 from streamguard_core.backends.local import LocalBackend
-from streamguard_core.config import SuccessCriteria, TrainingPlan, TrainJobSpec
+from streamguard_core.config import NEURAL_KINDS, SuccessCriteria, TrainingPlan, TrainJobSpec
 from streamguard_core.training.job import RunStatus
 from tasks.caching import TRAINING_CACHE
 from tasks.events import PREFLIGHT_FAILED, TRAINING_COLLAPSED, emit
@@ -42,9 +42,10 @@ class SeedRunFailed(RuntimeError):
     """A model x seed run failed or collapsed (its run_status.json says why)."""
 
 
-def progress_key(name: str, seed: int) -> str:
+def progress_key(name: str, seed: int, fold: int | None = None) -> str:
     """The progress artifact's key of one run (artifact keys allow ``a-z``, ``0-9`` and ``-``)."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"training-progress-{name}-seed-{seed}".lower())
+    text = f"training-progress-{name}-seed-{seed}" + (f"-fold-{fold}" if fold is not None else "")
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower())
 
 
 @task(name="preflight", task_run_name="preflight {plan.names}")
@@ -66,9 +67,21 @@ def preflight_task(data_dir: str, plan: TrainingPlan, output: str) -> dict[str, 
     return {"go": True, "report": output}
 
 
+def job_label(spec: TrainJobSpec) -> str:
+    """``gnn seed 42`` or ``gnn seed 42 fold 3/5``: how logs and the UI name one job."""
+    fold = f" fold {spec.fold.index}/{spec.fold.count}" if spec.fold else ""
+    return f"{spec.name} seed {spec.seed}{fold}"
+
+
+def _task_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"train {job_label(task_run.parameters['spec'])}"
+
+
 @task(
     name="train-job",
-    task_run_name="train {spec.name} seed {spec.seed}",
+    task_run_name=_task_run_name,
     cache_policy=TRAINING_CACHE,
     persist_result=True,
 )
@@ -83,19 +96,19 @@ def train_job_task(
             goes on with the other jobs and the aggregate reports this one).
     """
     logger = _logger()
-    name, seed = spec.name, spec.seed
+    name, seed, label = spec.name, spec.seed, job_label(spec)
     progress_id = None
-    if spec.model.kind != "baseline":
+    if spec.model.kind in NEURAL_KINDS:
         progress_id = create_progress_artifact(
             progress=0.0,
-            key=progress_key(name, seed),
-            description=f"{name} seed {seed}: epochs done out of {spec.train.epochs}",
+            key=progress_key(name, seed, spec.fold.index if spec.fold else None),
+            description=f"{label}: epochs done out of {spec.train.epochs}",
         )
 
     def on_epoch_end(row: dict[str, Any]) -> None:
         logger.info(
-            "%s seed %d epoch %d/%d: train loss %s, valid F1 %.4f, ROC-AUC %s (%.1f s)",
-            name, seed, row["epoch"] + 1, row["epochs"], _fmt(row["train_loss"]),
+            "%s epoch %d/%d: train loss %s, valid F1 %.4f, ROC-AUC %s (%.1f s)",
+            label, row["epoch"] + 1, row["epochs"], _fmt(row["train_loss"]),
             row["valid_f1"], _fmt(row["valid_roc_auc"]), row["seconds"],
         )  # fmt: skip
         if progress_id is not None:
@@ -108,15 +121,16 @@ def train_job_task(
         update_progress_artifact(progress_id, 100.0)
     if status.status == "collapsed":
         emit(TRAINING_COLLAPSED, {"model": name, "seed": seed, "reason": status.error,
-                                  "run_dir": status.run_dir})  # fmt: skip
+                                  "run_dir": status.run_dir,
+                                  "fold": spec.fold.index if spec.fold else None})  # fmt: skip
     if status.status != "completed":
-        raise SeedRunFailed(f"{name} seed {seed} {status.status}: {status.error}")
-    logger.info("%s seed %d completed in %.1f s -> %s", name, seed, status.wall_s or 0.0,
+        raise SeedRunFailed(f"{label} {status.status}: {status.error}")
+    logger.info("%s completed in %.1f s -> %s", label, status.wall_s or 0.0,
                 status.run_dir)  # fmt: skip
     return status
 
 
-@task(name="aggregate", task_run_name="aggregate {plan.names}")
+@task(name="aggregate", task_run_name="aggregate {plan.all_names}")
 def aggregate_task(
     output_root: str, plan: TrainingPlan, criteria: SuccessCriteria
 ) -> dict[str, Any]:
@@ -128,3 +142,33 @@ def aggregate_task(
     summary["report_path"] = str(write_report(summary, output_root))
     summary["summary_path"] = str(Path(output_root) / SUMMARY_DIR / SUMMARY_FILE)
     return summary
+
+
+@task(name="folds", task_run_name="folds ({plan.n_folds})")
+def fold_summary_task(data_dir: str, plan: TrainingPlan, output_root: str) -> list[dict[str, int]]:
+    """Check that train cuts into ``plan.n_folds`` folds (before any fold job starts), write
+    ``<output_root>/oof/folds.json`` and publish the per-fold counts as a table artifact.
+
+    Raises:
+        FoldError: too few functions of a label for the folds, or a one-class fold.
+    """
+    from prefect.artifacts import create_table_artifact
+
+    from streamguard_core.io import atomic_write_json
+    from streamguard_core.preprocess.dataset import ProcessedDataset
+    from streamguard_core.training.folds import assign_folds, fold_counts
+
+    train = ProcessedDataset(data_dir).split("train")
+    folds = assign_folds(train.records, train.labels, plan.n_folds, plan.fold_seed)
+    counts = fold_counts(folds, train.labels)
+    out = Path(output_root) / "oof" / "folds.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {"n_folds": plan.n_folds, "seed": plan.fold_seed, "folds": counts,
+                            "fused_models": plan.fused_names})  # fmt: skip
+    create_table_artifact(
+        key="oof-folds", table=counts,
+        description=f"{plan.n_folds} folds of train for the out-of-fold predictions of "
+        f"{', '.join(plan.fused_names)} (near-duplicate groups kept together)",
+    )  # fmt: skip
+    _logger().info("folds: %s", counts)
+    return counts

@@ -62,7 +62,7 @@ def job_spec(
     bucket = cfg.require_bucket()
     prefix = cfg.prefix.strip("/")
     return SageMakerJobSpec(
-        job_name=job_name_for(run_id, spec.name, spec.seed),
+        job_name=job_name_for(run_id, spec.job_key, spec.seed),
         image_uri=cfg.image_uri,
         role_arn=cfg.role_arn,
         instance_type=cfg.instance_type,
@@ -74,7 +74,7 @@ def job_spec(
         hyperparameters=spec_hyperparameters(container_spec(spec)),
         input_s3_uri=data_uri,
         output_s3_path=f"s3://{bucket}/{prefix}/output/{run_id}/",
-        checkpoint_s3_uri=checkpoint_s3_uri(bucket, prefix, run_id, spec.name, spec.seed),
+        checkpoint_s3_uri=checkpoint_s3_uri(bucket, prefix, run_id, spec.job_key, spec.seed),
         tags={
             "streamguard:model": spec.name,
             "streamguard:kind": spec.model.kind,

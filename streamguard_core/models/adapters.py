@@ -73,9 +73,16 @@ class GNNAdapter(NeuralAdapter):
 
     def build(self, cfg: GNNConfig, data_dir: Path) -> tuple[torch.nn.Module, int]:
         from streamguard_core.models.gnn import build_gnn
+        from streamguard_core.preprocess.parse import EDGE_TYPES
 
-        vocab = json.loads((data_dir / "node_types.json").read_text())["node_types"]
-        return build_gnn(cfg, len(vocab)), 0
+        types = json.loads((data_dir / "node_types.json").read_text())
+        data_edge_types = tuple(types.get("edge_types", EDGE_TYPES))
+        if data_edge_types != EDGE_TYPES[: len(data_edge_types)]:
+            raise ValueError(
+                f"{data_dir}: edge types {list(data_edge_types)} do not match this version's "
+                f"{list(EDGE_TYPES)}; preprocess the data again"
+            )
+        return build_gnn(cfg, len(types["node_types"])), 0
 
     def collate(self, split: Any, indices: np.ndarray, pad_id: int, cache: dict[str, Any]
                 ) -> dict[str, torch.Tensor]:  # fmt: skip
@@ -84,11 +91,20 @@ class GNNAdapter(NeuralAdapter):
         if "graphs" not in cache:  # decoded once per split: epochs revisit every graph
             cache["graphs"] = [split.graph(i) for i in range(len(split.labels))]
         batch = Batch.from_data_list([cache["graphs"][i] for i in indices])
-        return {"x": batch.x, "node_token": batch.node_token, "edge_index": batch.edge_index,
-                "batch": batch.batch}  # fmt: skip
+        out = {"x": batch.x, "node_token": batch.node_token, "edge_index": batch.edge_index,
+               "batch": batch.batch}  # fmt: skip
+        edge_type = getattr(batch, "edge_type", None)
+        if edge_type is not None:  # RGCN reads it; graphs built without types have none
+            out["edge_type"] = edge_type
+        return out
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return model(batch["x"], batch["node_token"], batch["edge_index"], batch["batch"])
+        from streamguard_core.models.gnn import GNNClassifier
+
+        args = (batch["x"], batch["node_token"], batch["edge_index"], batch["batch"])
+        if isinstance(model, GNNClassifier):  # the edge types reach the models that take them
+            return model(*args, edge_type=batch.get("edge_type"))
+        return model(*args)
 
     def sizes(self, split: Any) -> np.ndarray:
         return np.diff(split._graphs["node_ptr"]).astype(np.int64)

@@ -1,4 +1,7 @@
-"""The strong simple baseline: TF-IDF over code tokens (uni+bigrams) and logistic regression.
+"""The strong simple baseline: TF-IDF over code tokens (uni+bigrams) and logistic regression;
+with ``features: chars`` the same over character n-grams (a stronger classical detector), and
+with ``features: metrics`` gradient-boosted trees over code metrics
+(:mod:`~streamguard_core.models.code_metrics`).
 
 Saved without pickle: the vocabulary as JSON and the idf/coefficients as ``.npz``, so loading a
 model directory never executes code from it.
@@ -15,13 +18,15 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from streamguard_core.config import BaselineConfig
-from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
+from streamguard_core.config import BaselineConfig, ThresholdObjective
+from streamguard_core.evaluation.metrics import classification_metrics, tune_threshold
 from streamguard_core.io import atomic_write_json
+from streamguard_core.models.code_metrics import TreeEnsemble, metrics_matrix
 
 # identifiers, numbers, multi-character operators, then any other single symbol
 CODE_TOKEN_PATTERN = r"[A-Za-z_]\w*|\d+|->|\+\+|--|<<=?|>>=?|[<>!=]=|&&|\|\||[^\s\w]"
 MODEL_CARD = "model_card.json"
+TREES_FILE = "trees.npz"
 
 
 class BaselineDetector:
@@ -32,10 +37,15 @@ class BaselineDetector:
     def __init__(self, config: BaselineConfig | None = None, seed: int = 42) -> None:
         self.config = config or BaselineConfig()
         self.seed = seed
+        by_features: dict[str, dict[str, Any]] = {
+            "tokens": {"token_pattern": CODE_TOKEN_PATTERN},
+            "chars": {"analyzer": "char_wb"},
+            "metrics": {"token_pattern": CODE_TOKEN_PATTERN},  # unused: trees over metrics
+        }
         self.vectorizer = TfidfVectorizer(
-            token_pattern=CODE_TOKEN_PATTERN,
+            **by_features[self.config.features],
             lowercase=False,
-            ngram_range=(1, self.config.ngram_max),
+            ngram_range=(self.config.ngram_min, self.config.ngram_max),
             min_df=self.config.min_df,
             max_features=self.config.max_features,
             sublinear_tf=True,
@@ -47,8 +57,28 @@ class BaselineDetector:
             max_iter=self.config.max_iter,
             random_state=self.seed,
         )
+        self.trees: TreeEnsemble | None = None  # features "metrics": the fitted ensemble
         self.threshold = 0.5
         self.metadata: dict[str, Any] = {}
+
+    @property
+    def uses_metrics(self) -> bool:
+        """Code metrics + gradient-boosted trees instead of TF-IDF + logistic regression."""
+        return self.config.features == "metrics"
+
+    def _fit_metrics(self, funcs: list[str], labels: np.ndarray,
+                     sample_weight: np.ndarray | None) -> None:  # fmt: skip
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        model = HistGradientBoostingClassifier(
+            max_iter=self.config.trees,
+            learning_rate=self.config.tree_learning_rate,
+            class_weight=None if self.config.class_weight == "none" else "balanced",
+            early_stopping=False,
+            random_state=self.seed,
+        )
+        model.fit(metrics_matrix(funcs), labels, sample_weight=sample_weight)
+        self.trees = TreeEnsemble.from_sklearn(model)
 
     def fit(
         self,
@@ -57,44 +87,59 @@ class BaselineDetector:
         valid_funcs: list[str] | None = None,
         valid_labels: list[int] | np.ndarray | None = None,
         sample_weight: np.ndarray | None = None,
+        threshold_objective: ThresholdObjective | None = None,
+        target_precision: float | None = None,
     ) -> dict[str, Any]:
-        """Fit (``sample_weight``: per-function loss weights); tune the threshold for vulnerable
-        F1 on the validation set; return its metrics."""
+        """Fit (``sample_weight``: per-function loss weights); tune the threshold on the
+        validation set for ``threshold_objective`` (None: ``TrainConfig``'s default; see
+        :func:`tune_threshold`, ``target_precision`` for "precision"); return its metrics."""
         if len(set(np.asarray(train_labels).tolist())) < 2:
             raise ValueError("the training data holds one class only")
         t0 = time.perf_counter()
-        x = self.vectorizer.fit_transform(train_funcs)
-        self.classifier.fit(x, np.asarray(train_labels), sample_weight=sample_weight)
+        if self.uses_metrics:
+            self._fit_metrics(train_funcs, np.asarray(train_labels), sample_weight)
+        else:
+            x = self.vectorizer.fit_transform(train_funcs)
+            self.classifier.fit(x, np.asarray(train_labels), sample_weight=sample_weight)
         fit_s = time.perf_counter() - t0
         metrics: dict[str, Any] = {}
         if valid_funcs is not None and valid_labels is not None:
             probs = self.predict_proba(valid_funcs)
-            self.threshold = best_f1_threshold(valid_labels, probs)
-            metrics = classification_metrics(valid_labels, probs, self.threshold)
+            choice = tune_threshold(valid_labels, probs, threshold_objective, target_precision)
+            self.threshold = choice.threshold
+            metrics = classification_metrics(valid_labels, probs, choice)
         self.metadata = {
             "fit_seconds": round(fit_s, 2),
             "train_size": len(train_funcs),
-            "vocabulary_size": len(self.vectorizer.vocabulary_),
+            "vocabulary_size": None if self.uses_metrics else len(self.vectorizer.vocabulary_),
             "valid_metrics": metrics,
         }
         return metrics
 
     def predict_proba(self, funcs: list[str]) -> np.ndarray:
         """Probability of the vulnerable class per function, shape [n]."""
+        if self.uses_metrics:
+            if self.trees is None:
+                raise ValueError("the metrics model is not fitted")
+            return self.trees.predict_proba(metrics_matrix(funcs))
         return self.classifier.predict_proba(self.vectorizer.transform(funcs))[:, 1]
 
     def save(self, model_dir: str | Path, extra_card: dict[str, Any] | None = None) -> Path:
         """Write vocabulary.json, weights.npz and model_card.json (no pickle)."""
         out = Path(model_dir)
         out.mkdir(parents=True, exist_ok=True)
-        vocab = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
-        (out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
-        np.savez(
-            out / "weights.npz",
-            idf=self.vectorizer.idf_.astype(np.float64),
-            coef=self.classifier.coef_.astype(np.float64),
-            intercept=self.classifier.intercept_.astype(np.float64),
-        )
+        if self.uses_metrics:
+            assert self.trees is not None
+            self.trees.save(out / TREES_FILE)
+        else:
+            vocab = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
+            (out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
+            np.savez(
+                out / "weights.npz",
+                idf=self.vectorizer.idf_.astype(np.float64),
+                coef=self.classifier.coef_.astype(np.float64),
+                intercept=self.classifier.intercept_.astype(np.float64),
+            )
         card = {
             "kind": self.kind,
             "config": self.config.model_dump(mode="json"),
@@ -116,6 +161,13 @@ class BaselineDetector:
         config = dict(card["config"])
         seed = int(card.get("seed", config.pop("seed", 42)))  # older cards kept it in config
         det = cls(BaselineConfig.model_validate(config), seed=seed)
+        det.threshold = float(card["threshold"])
+        det.metadata = {
+            k: v for k, v in card.items() if k not in ("kind", "config", "seed", "threshold")
+        }
+        if det.uses_metrics:
+            det.trees = TreeEnsemble.load(root / TREES_FILE)
+            return det
         vocab = json.loads((root / "vocabulary.json").read_text())
         with np.load(root / "weights.npz", allow_pickle=False) as w:
             idf, coef, intercept = w["idf"], w["coef"], w["intercept"]

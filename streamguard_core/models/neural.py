@@ -49,6 +49,7 @@ class _ArraySplit:
             x=torch.from_numpy(self.node_type[n0:n1].astype(np.int64)),
             node_token=torch.from_numpy(self.node_token[n0:n1].astype(np.int64)),
             edge_index=torch.from_numpy(self.edge_index[:, e0:e1].astype(np.int64)),
+            edge_type=torch.from_numpy(self.edge_type[e0:e1].astype(np.int64)),
             y=torch.tensor([int(self.labels[i])]),
             num_nodes=int(n1 - n0),
         )

@@ -10,7 +10,7 @@ from streamguard_core.data.loaders import DataError, iter_records
 from streamguard_core.io import read_jsonl
 from streamguard_core.schema import FunctionRecord, Reject
 
-SUPPORTED_KINDS = ("baseline", "gnn", "transformer")
+SUPPORTED_KINDS = ("baseline", "gnn", "transformer", "fusion")
 
 
 def load_detector(model_dir: str | Path) -> Any:
@@ -27,6 +27,10 @@ def load_detector(model_dir: str | Path) -> Any:
         from streamguard_core.models.neural import NeuralDetector
 
         return NeuralDetector(model_dir)
+    if kind == "fusion":
+        from streamguard_core.models.fusion import FusionDetector
+
+        return FusionDetector(model_dir)
     raise DataError(
         f"{model_dir}: model kind {kind!r} cannot be loaded yet (supported: {SUPPORTED_KINDS})"
     )

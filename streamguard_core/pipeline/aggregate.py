@@ -15,6 +15,12 @@ spread across seeds and (``beat_trivial``) against the trivial predictors on the
 were scored on: "vulnerable" for every function (F1 ``2p / (1 + p)`` at vulnerable rate ``p``)
 and the majority class (accuracy ``max(p, 1 - p)``). The baseline is reported beside them as the
 reference and is judged only when the plan has no neural model.
+
+Every metric's statistics carry their own trivial reference (``"trivial"``, see
+:data:`TRIVIAL_REFERENCE`), e.g. majority accuracy beside ``accuracy`` and ``accuracy_at_half``
+and 0.5 beside ``roc_auc``; they are reported, not judged. Each model also records the threshold
+objective its seeds were tuned for (``threshold_objective``) and any seed whose threshold missed
+it (``threshold_notes``, e.g. a target precision no threshold reached).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,17 @@ from streamguard_core.config import NEURAL_KINDS, SuccessCriteria, TrainingPlan,
 from streamguard_core.io import atomic_write_json, read_jsonl, sha256_text
 from streamguard_core.training.paths import RunPaths
 
-METRICS = ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "pr_auc", "mcc")
+METRICS = (
+    "accuracy",
+    "accuracy_at_half",
+    "precision",
+    "recall",
+    "f1",
+    "macro_f1",
+    "roc_auc",
+    "pr_auc",
+    "mcc",
+)
 STATUSES = ("completed", "collapsed", "failed")
 SUMMARY_DIR = "production_summary"
 SUMMARY_FILE = "production_summary.json"
@@ -74,6 +91,29 @@ def all_vulnerable_f1(vulnerable_rate: float) -> float:
 def majority_accuracy(vulnerable_rate: float) -> float:
     """Accuracy of always predicting the more frequent class: ``max(p, 1 - p)``."""
     return max(vulnerable_rate, 1 - vulnerable_rate)
+
+
+def constant_macro_f1(vulnerable_rate: float) -> float:
+    """Macro F1 of the better constant predictor: ``max(p / (1 + p), (1 - p) / (2 - p))``."""
+    p = vulnerable_rate
+    return max(p / (1 + p), (1 - p) / (2 - p))
+
+
+# The trivial reference of each metric as a function of the vulnerable rate p of the scored
+# items: the best a predictor that ignores its input can do (a constant for accuracy, F1,
+# precision and macro F1; a random or constant score for ROC-AUC, PR-AUC and MCC). Recall has
+# none worth showing: "vulnerable" for every function reaches 1.0.
+TRIVIAL_REFERENCE: dict[str, Callable[[float], float] | None] = {
+    "accuracy": majority_accuracy,
+    "accuracy_at_half": majority_accuracy,
+    "precision": lambda p: p,
+    "recall": None,
+    "f1": all_vulnerable_f1,
+    "macro_f1": constant_macro_f1,
+    "roc_auc": lambda p: 0.5,
+    "pr_auc": lambda p: p,
+    "mcc": lambda p: 0.0,
+}
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
@@ -146,6 +186,8 @@ def _seed_row(seed: int, run_dir: Path, split: str) -> tuple[dict[str, Any], Any
         "split": None,
         **dict.fromkeys(METRICS),
         "threshold": None,
+        "threshold_objective": None,
+        "threshold_note": None,
         "confusion_matrix": None,
         "n_items": None,
         "n_vulnerable": None,
@@ -206,6 +248,10 @@ def _seed_row(seed: int, run_dir: Path, split: str) -> tuple[dict[str, Any], Any
             row["split"] = used
             row.update({name: chosen.get(name) for name in METRICS})
             row["threshold"] = chosen.get("threshold")
+            # valid always records how its threshold was tuned (a test split may not)
+            tuned = chosen if "threshold_objective" in chosen else metrics.get("valid") or {}
+            row["threshold_objective"] = tuned.get("threshold_objective")
+            row["threshold_note"] = tuned.get("threshold_note")
             row["confusion_matrix"] = chosen.get("confusion_matrix")
             row.update(_scored_labels(paths, metrics, used))
     if row["status"] == "failed" and not row["error"]:
@@ -273,6 +319,31 @@ def trivial_references(rows: list[dict[str, Any]], split: str) -> dict[str, Any]
     return result
 
 
+def metric_references(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Each metric's trivial reference (:data:`TRIVIAL_REFERENCE`) on the items the completed
+    seeds scored; seeds scored on different items are averaged, as in
+    :func:`trivial_references`. None for recall, and for every metric when no seed recorded its
+    labels."""
+    rates = [
+        r["n_vulnerable"] / r["n_items"]
+        for r in rows
+        if r["status"] == "completed" and r["n_items"] and r["n_vulnerable"] is not None
+    ]
+    references: dict[str, float | None] = {}
+    for name in METRICS:
+        reference = TRIVIAL_REFERENCE[name]
+        references[name] = (
+            sum(reference(p) for p in rates) / len(rates) if reference and rates else None
+        )
+    return references
+
+
+def _threshold_objective(completed: list[dict[str, Any]]) -> str | None:
+    """The threshold objective(s) the completed seeds were tuned for (None: not recorded)."""
+    found = sorted({str(r["threshold_objective"]) for r in completed if r["threshold_objective"]})
+    return ", ".join(found) or None
+
+
 def _cost_total(rows: list[dict[str, Any]]) -> dict[str, float] | None:
     """Summed cost of the seeds that report one; None when none does."""
     costs = [row["cost"] for row in rows if row["cost"]]
@@ -303,9 +374,12 @@ def aggregate_model(
         kind: the model kind (transformer, gnn, baseline), recorded in the summary.
 
     Returns:
-        The summary written: counts, ``metrics`` (mean/std/CI per metric over completed seeds),
-        ``trivial`` (the references of :func:`trivial_references`), per-seed rows, collapse
-        events and the summed cost (None when no seed reports one).
+        The summary written: counts, ``metrics`` (mean/std/CI per metric over completed seeds,
+        with its trivial reference under ``"trivial"``, see :func:`metric_references`),
+        ``trivial`` (the references of :func:`trivial_references`), ``threshold_objective``
+        and ``threshold_notes`` (how the seeds' thresholds were tuned, and where that fell
+        short), per-seed rows, collapse events and the summed cost (None when no seed reports
+        one).
     """
     root = Path(output_root)
     rows: list[dict[str, Any]] = []
@@ -332,8 +406,17 @@ def aggregate_model(
         "n_completed": len(completed),
         "n_collapsed": sum(row["status"] == "collapsed" for row in rows),
         "n_failed": sum(row["status"] == "failed" for row in rows),
-        "metrics": {name: summarize_values([row[name] for row in completed]) for name in METRICS},
+        "metrics": {
+            name: {**summarize_values([row[name] for row in completed]), "trivial": reference}
+            for name, reference in metric_references(rows).items()
+        },
         "trivial": trivial_references(rows, split),
+        "threshold_objective": _threshold_objective(completed),
+        "threshold_notes": [
+            f"seed {row['seed']}: {row['threshold_note']}"
+            for row in completed
+            if row["threshold_note"]
+        ],
         "seeds": rows,
         "collapse_events": collapse_events,
         "cost": _cost_total(rows),
@@ -401,7 +484,7 @@ def _model_checks(
     name: str, summary: dict[str, Any], criteria: SuccessCriteria, why_judged: str
 ) -> list[dict[str, Any]]:
     """The F1, spread and trivial-reference checks of one judged model."""
-    f1, accuracy = summary["metrics"]["f1"], summary["metrics"]["accuracy"]
+    f1 = summary["metrics"]["f1"]
     trivial = summary.get("trivial") or {}
     mean, std, n = f1["mean"], f1["std"], f1["n"]
     no_seed = "no completed seed: nothing to judge"
@@ -452,22 +535,22 @@ def _model_checks(
         if trivial.get("vulnerable_rate") is not None
         else ""
     )
-    for check_name, ours, reference, label, what in (
-        (
-            "beats_all_vulnerable_f1",
-            mean,
-            trivial.get("all_vulnerable_f1"),
-            "mean F1",
-            "the F1 of predicting 'vulnerable' for every function",
-        ),
-        (
-            "beats_majority_accuracy",
-            accuracy["mean"],
-            trivial.get("majority_accuracy"),
-            "mean accuracy",
-            "the accuracy of predicting the majority class for every function",
-        ),
-    ):
+    metrics = summary["metrics"]
+    references = {
+        "f1": ("beats_all_vulnerable_f1", "mean F1", trivial.get("all_vulnerable_f1"),
+               "the F1 of predicting 'vulnerable' for every function"),
+        "accuracy": ("beats_majority_accuracy", "mean accuracy", trivial.get("majority_accuracy"),
+                     "the accuracy of predicting the majority class for every function"),
+        "accuracy_at_half": ("beats_majority_accuracy_at_half", "mean accuracy at 0.5",
+                             trivial.get("majority_accuracy"),
+                             "the accuracy of predicting the majority class for every function"),
+        "roc_auc": ("beats_chance_roc_auc", "mean ROC-AUC",
+                    0.5 if trivial.get("majority_accuracy") is not None else None,
+                    "the ROC-AUC of a constant score"),
+    }  # fmt: skip
+    for metric in criteria.trivial_metrics:
+        check_name, label, reference, what = references[metric]
+        ours = (metrics.get(metric) or {}).get("mean")
         if ours is None:
             detail = no_seed
         elif reference is None:
@@ -565,7 +648,7 @@ def evaluate_criteria(
         ``{"checks": [{"name", "model", "passed", "skipped", "value", "threshold", "detail"}],
         "passed": bool, "judged_models": [name, ...]}``.
     """
-    judged = [name for name, s in models.items() if s.get("kind") in NEURAL_KINDS]
+    judged = [name for name, s in models.items() if s.get("kind") in (*NEURAL_KINDS, "fusion")]
     why_judged = ""
     if not judged:
         judged = list(models)
@@ -618,7 +701,7 @@ def aggregate_all(
         model.run_name: aggregate_model(
             root, model.run_name, seeds=list(plan.seeds), split=split, kind=model.kind
         )
-        for model in plan.models
+        for model in plan.all_models()
     }
     best = _best_model(summaries)
     summary: dict[str, Any] = {

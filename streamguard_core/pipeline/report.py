@@ -3,8 +3,9 @@
 Writes, beside the summary JSON in ``<output_root>/production_summary/``::
 
     production_report.md    verdict and its checks, every model's row (mean ± 95% CI beside the
-                            trivial references), per-model statistics, per-seed table, failures,
-                            cost
+                            trivial references; accuracy at the tuned threshold and at 0.5; the
+                            threshold objective), per-model statistics, per-seed table,
+                            failures, cost
     training_curves.png     valid F1 and train loss per epoch (neural models with a history)
     confusion_matrix.png    best model's best seed, at the split its metrics came from
     pr_curve.png            precision-recall curve of every completed seed (predictions.jsonl)
@@ -32,7 +33,7 @@ REPORT_FILE = "production_report.md"
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
 PR_PNG = "pr_curve.png"
-TABLE_METRICS = ("f1", "accuracy", "roc_auc", "pr_auc", "mcc")
+TABLE_METRICS = ("f1", "accuracy", "accuracy_at_half", "roc_auc", "pr_auc", "mcc")
 
 
 def report_table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -51,10 +52,12 @@ def report_table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
                     "precision": seed.get("precision"),
                     "recall": seed.get("recall"),
                     "accuracy": seed.get("accuracy"),
+                    "accuracy_at_half": seed.get("accuracy_at_half"),
                     "roc_auc": seed.get("roc_auc"),
                     "pr_auc": seed.get("pr_auc"),
                     "mcc": seed.get("mcc"),
                     "threshold": seed.get("threshold"),
+                    "threshold_objective": seed.get("threshold_objective"),
                     "best_epoch": seed.get("best_epoch"),
                     "epochs_run": seed.get("epochs_run"),
                     "wall_s": seed.get("wall_s"),
@@ -271,27 +274,41 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
 def _overview_lines(summary: dict[str, Any]) -> list[str]:
     """Every model in one table: mean ± 95% CI half-width beside the trivial references."""
     judged = set((summary.get("success") or {}).get("judged_models") or [])
+    columns = [
+        "model", "kind", "judged", "seeds done", "split", "threshold objective", "F1",
+        "all-vulnerable F1", "accuracy", "accuracy at 0.5", "majority accuracy", "F1 std",
+        "ROC-AUC", "chance ROC-AUC",
+    ]  # fmt: skip
     lines = [
         "Mean over completed seeds ± half-width of the Student-t 95% CI (n/a with one seed). "
-        "Trivial references on the same items: all-vulnerable F1 (predict 'vulnerable' for "
-        "every function) and majority-class accuracy.",
+        "F1 and accuracy are at the threshold tuned on valid for the threshold objective; "
+        "accuracy at 0.5 is the CodeXGLUE convention. Trivial references on the same items: "
+        "all-vulnerable F1 (predict 'vulnerable' for every function), majority-class accuracy "
+        "(for both accuracies) and the ROC-AUC of chance.",
         "",
-        "| model | kind | judged | seeds done | split | F1 | all-vulnerable F1 | accuracy "
-        "| majority accuracy | F1 std | ROC-AUC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(columns) + " |",
+        "|---" * len(columns) + "|",
     ]
     for model, model_summary in summary.get("models", {}).items():
         metrics = model_summary["metrics"]
         trivial = model_summary.get("trivial") or {}
-        lines.append(
-            f"| {model} | {_fmt(model_summary.get('kind'))} | "
-            f"{'yes' if model in judged else 'reference'} | "
-            f"{model_summary['n_completed']}/{model_summary['n_seeds']} | "
-            f"{_splits_used(model_summary)} | {_mean_ci(metrics['f1'])} | "
-            f"{_fmt(trivial.get('all_vulnerable_f1'))} | {_mean_ci(metrics['accuracy'])} | "
-            f"{_fmt(trivial.get('majority_accuracy'))} | {_fmt(metrics['f1']['std'])} | "
-            f"{_mean_ci(metrics['roc_auc'])} |"
-        )
+        cells = [
+            model,
+            _fmt(model_summary.get("kind")),
+            "yes" if model in judged else "reference",
+            f"{model_summary['n_completed']}/{model_summary['n_seeds']}",
+            _splits_used(model_summary),
+            _fmt(model_summary.get("threshold_objective")),
+            _mean_ci(metrics["f1"]),
+            _fmt(trivial.get("all_vulnerable_f1")),
+            _mean_ci(metrics["accuracy"]),
+            _mean_ci(metrics.get("accuracy_at_half") or {}),
+            _fmt(trivial.get("majority_accuracy")),
+            _fmt(metrics["f1"]["std"]),
+            _mean_ci(metrics["roc_auc"]),
+            _fmt(metrics["roc_auc"].get("trivial")),
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return [*lines, ""]
 
 
@@ -304,11 +321,24 @@ def _trivial_line(trivial: dict[str, Any]) -> str:
         f"Trivial references on {items} of {trivial['split']} "
         f"({trivial['vulnerable_rate']:.1%} vulnerable, from {trivial['labels_from']}): "
         f"all-vulnerable F1 {_fmt(trivial['all_vulnerable_f1'])}, majority-class accuracy "
-        f"{_fmt(trivial['majority_accuracy'])}."
+        f"{_fmt(trivial['majority_accuracy'])} (each metric's own reference is in the last "
+        "column of the table below)."
     )
     if trivial.get("note"):
         line += f" Note: {trivial['note']}."
     return line
+
+
+def _threshold_lines(model_summary: dict[str, Any]) -> list[str]:
+    """How the model's thresholds were tuned, and every seed where that fell short."""
+    objective = model_summary.get("threshold_objective")
+    line = (
+        f"Decision threshold tuned on valid for: {objective}."
+        if objective
+        else "Decision threshold objective: n/a (not recorded by the seeds' metrics)."
+    )
+    notes = model_summary.get("threshold_notes") or []
+    return [line, *(f"- threshold warning, {_cell(note)}" for note in notes), ""]
 
 
 def _model_lines(model: str, model_summary: dict[str, Any]) -> list[str]:
@@ -320,26 +350,32 @@ def _model_lines(model: str, model_summary: dict[str, Any]) -> list[str]:
         f"collapsed {model_summary['n_collapsed']}, failed {model_summary['n_failed']}); "
         f"split: {_splits_used(model_summary)}.",
         "",
+        *_threshold_lines(model_summary),
         _trivial_line(model_summary.get("trivial") or {}),
         "",
-        "| metric | mean | std | 95% CI | n |",
-        "|---|---|---|---|---|",
+        "| metric | mean | std | 95% CI | n | trivial reference |",
+        "|---|---|---|---|---|---|",
     ]
     for name in TABLE_METRICS:
-        stats = model_summary["metrics"][name]
+        stats = model_summary["metrics"].get(name)
+        if stats is None:  # a summary from before the metric existed
+            continue
         lines.append(
             f"| {name} | {_fmt(stats['mean'])} | {_fmt(stats['std'])} | {_ci(stats)} "
-            f"| {stats['n']} |"
+            f"| {stats['n']} | {_fmt(stats.get('trivial'))} |"
         )
     has_cost = any(seed.get("cost") for seed in model_summary["seeds"])
-    header = "| seed | status | split | f1 | accuracy | roc_auc | wall_s |"
+    header = "| seed | status | split | threshold | f1 | accuracy | accuracy_at_half | roc_auc |"
+    header += " wall_s |"
     if has_cost:
         header += " cost_usd |"
     lines += ["", header, "|---" * header.count(" |") + "|"]
     for seed in model_summary["seeds"]:
         row = (
-            f"| {seed['seed']} | {seed['status']} | {_fmt(seed['split'])} | {_fmt(seed['f1'])} | "
-            f"{_fmt(seed['accuracy'])} | {_fmt(seed['roc_auc'])} | {_fmt(seed['wall_s'], 1)} |"
+            f"| {seed['seed']} | {seed['status']} | {_fmt(seed['split'])} | "
+            f"{_fmt(seed.get('threshold'), 4)} | {_fmt(seed['f1'])} | {_fmt(seed['accuracy'])} | "
+            f"{_fmt(seed.get('accuracy_at_half'))} | {_fmt(seed['roc_auc'])} | "
+            f"{_fmt(seed['wall_s'], 1)} |"
         )
         if has_cost:
             cost = seed.get("cost") or {}
@@ -463,3 +499,20 @@ def write_report(summary: dict[str, Any], output_root: str | Path) -> Path:
     else:
         lines.append("No model completed a seed.")
     return atomic_write_text(out / REPORT_FILE, "\n".join(lines) + "\n")
+
+
+def append_comparison(report_path: str | Path, evaluation: dict[str, Any]) -> Path:
+    """Append the model comparison (``compare.comparison_markdown``) to the report
+    (``production_report.md``), its plots linked relative to the report."""
+    import os
+
+    from streamguard_core.evaluation.compare import comparison_markdown
+
+    report = Path(report_path)
+    links = {
+        key: os.path.relpath(path, report.parent)
+        for key, path in (evaluation.get("plots") or {}).items()
+    }
+    section = comparison_markdown(evaluation, image_links=links)
+    report.write_text(report.read_text(encoding="utf-8") + "\n" + section, encoding="utf-8")
+    return report

@@ -1,12 +1,32 @@
 """tree-sitter C/C++ parsing into compact AST graphs, with a token-chain fallback.
 
 A graph has one node per AST node that carries meaning (named nodes, operators and keywords;
-punctuation and comments are dropped) and three edge types:
+punctuation and comments are dropped) and these edge types (ids are positions in
+:data:`EDGE_TYPES`; new types are appended, so an id keeps its meaning):
 
 * ``0`` parent -> child (AST),
 * ``1`` next sibling (children of one parent, in source order),
 * ``2`` next use (an identifier to the next occurrence of the same name, a simple def-use
-  approximation).
+  approximation),
+* ``3`` last write, ``4`` def-use: data-flow edges, built only with ``data_flow_edges=True``
+  (:attr:`~streamguard_core.config.PreprocessConfig.data_flow_edges`).
+
+Data-flow edges (variables, i.e. ``identifier`` nodes; fields and types have none):
+
+* **last write** (``3``): from the identifier node a variable was last written at to each later
+  read of it. Writes are ``x = ...`` and compound ``x += ...``, ``x++``/``--x``, a declarator with
+  an initialiser (``int x = ...``, ``T x(...)``), a parameter, and a C++ range-for variable. A
+  write through ``a[i] = ...``, ``p->f = ...``, ``s.f = ...`` or ``*p = ...`` counts as a read and
+  a write of ``a``/``p``/``s``, as do compound assignments and ``++``/``--``. A write takes effect
+  where its expression (or declarator) ends, so ``x = x + 1`` reads the previous ``x``.
+* **def-use** (``4``): from the declaring identifier (declaration or parameter) to every later
+  occurrence of the name, reads and writes.
+
+"Last" is in source order within the function (the state resets at each function definition):
+branches are not told apart (a write in a ``then`` block reaches the ``else`` block) and loop
+back-edges are not followed (a write at the end of a loop body does not reach its top). That is
+the usual straight-line approximation of reaching definitions, made in the same single cursor walk
+(no second pass, no control-flow graph).
 
 Node features are a node-type id from a fixed vocabulary (the union of the C and C++ grammars'
 node kinds, so the vocabulary does not depend on the data) and, for identifiers and primitive
@@ -30,7 +50,10 @@ import tree_sitter_cpp
 
 from streamguard_core.data.normalize import _TOKEN_RE, C_KEYWORDS, normalized_key
 
-EDGE_TYPES = ("ast", "next_sibling", "next_use")
+EDGE_TYPES = ("ast", "next_sibling", "next_use", "last_write", "def_use")
+AST_EDGE_TYPES = 3
+"""The first three types, built from the syntax alone (always present)."""
+LAST_WRITE, DEF_USE = EDGE_TYPES.index("last_write"), EDGE_TYPES.index("def_use")
 PAD, UNK, FALLBACK_ROOT = "<pad>", "<unk>", "<fallback_root>"
 SPECIAL_NODE_TYPES = (PAD, UNK, FALLBACK_ROOT)
 NODE_TOKEN_BUCKETS = 1 << 14  # hashed identifier names; 0 means "no name"
@@ -97,8 +120,36 @@ def vocab_fingerprint() -> str:
     return hashlib.sha256("\n".join(node_type_vocab()).encode()).hexdigest()[:16]
 
 
-# Walk actions per node kind (one list lookup per node in the hot loop).
+# Walk actions per node kind (one list lookup per node in the hot loop). The data-flow actions
+# (_VAR and after) exist only in tables made with data_flow=True; otherwise those kinds are
+# _IDENT / _KEEP and the walk is exactly the AST-only one.
 _STRUCTURAL, _KEEP, _IDENT, _NAMED_LEAF, _LITERAL, _COMMENT, _ERROR = range(7)
+_VAR, _ASSIGN, _UPDATE, _DECL, _PARAM, _RANGE_FOR, _FUNC = range(7, 14)
+_DATA_FLOW_ACTIONS = {
+    "identifier": _VAR,
+    "assignment_expression": _ASSIGN,
+    "update_expression": _UPDATE,
+    "declaration": _DECL,
+    "parameter_declaration": _PARAM,
+    "optional_parameter_declaration": _PARAM,
+    "for_range_loop": _RANGE_FOR,
+    "function_definition": _FUNC,
+}
+# Role flags of a variable occurrence.
+_READ, _WRITE, _DEF = 1, 2, 4
+# Declarators wrapping the declared name; lvalues whose base variable a write goes through.
+_DECLARATOR_WRAPPERS = frozenset(
+    [
+        "init_declarator",
+        "pointer_declarator",
+        "array_declarator",
+        "function_declarator",
+        "parenthesized_declarator",
+        "attributed_declarator",
+        "reference_declarator",
+    ]
+)
+_LVALUE_BASES = frozenset(["subscript_expression", "field_expression", "pointer_expression"])
 
 
 @dataclass(frozen=True)
@@ -112,8 +163,8 @@ class _KindTable:
     error_vocab: int
 
 
-@lru_cache(maxsize=2)
-def _kind_table(lang_name: str) -> _KindTable:
+@lru_cache(maxsize=4)
+def _kind_table(lang_name: str, data_flow: bool = False) -> _KindTable:
     lang = LANGUAGES[lang_name]
     index = node_type_index()
     action = [_STRUCTURAL] * 65536
@@ -137,6 +188,8 @@ def _kind_table(lang_name: str) -> _KindTable:
             action[kind_id] = _NAMED_LEAF
         else:
             action[kind_id] = _KEEP
+        if data_flow and named and keep and name in _DATA_FLOW_ACTIONS:
+            action[kind_id] = _DATA_FLOW_ACTIONS[name]
         if keep:
             vocab_id[kind_id] = index.get(name, index[UNK])
         if not named and name.strip():
@@ -224,10 +277,23 @@ class GraphBatch:
         )
 
 
+_Mark = tuple[int, int, int, int]
+
+
 class _Lists:
     """Growing per-chunk node lists; node indices are global within the chunk."""
 
-    __slots__ = ("node_type", "parent", "token_pos", "token_val", "use_dst", "use_src")
+    __slots__ = (
+        "flow_dst",
+        "flow_src",
+        "flow_type",
+        "node_type",
+        "parent",
+        "token_pos",
+        "token_val",
+        "use_dst",
+        "use_src",
+    )
 
     def __init__(self) -> None:
         self.node_type: list[int] = []
@@ -236,19 +302,23 @@ class _Lists:
         self.token_val: list[int] = []
         self.use_src: list[int] = []
         self.use_dst: list[int] = []
+        self.flow_src: list[int] = []  # data-flow edges, of type flow_type
+        self.flow_dst: list[int] = []
+        self.flow_type: list[int] = []
 
-    def mark(self) -> tuple[int, int, int]:
-        return len(self.node_type), len(self.token_pos), len(self.use_src)
+    def mark(self) -> _Mark:
+        return len(self.node_type), len(self.token_pos), len(self.use_src), len(self.flow_src)
 
-    def rollback(self, mark: tuple[int, int, int]) -> None:
-        n, t, u = mark
+    def rollback(self, mark: _Mark) -> None:
+        n, t, u, f = mark
         del self.node_type[n:], self.parent[n:], self.token_pos[t:], self.token_val[t:]
         del self.use_src[u:], self.use_dst[u:]
+        del self.flow_src[f:], self.flow_dst[f:], self.flow_type[f:]
 
     def assemble(
         self, num_nodes: list[int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Edge arrays from parents: AST, next-sibling and next-use edges, grouped per graph.
+        """Edge arrays from parents: AST, next-sibling, next-use and data-flow edges, per graph.
 
         Nodes are in depth-first order, so the children of one parent appear in source order and
         next-sibling edges are adjacent pairs after a stable sort by parent.
@@ -265,13 +335,18 @@ class _Lists:
         order = np.argsort(par, kind="stable")
         by_parent = par[order]
         same = (by_parent[1:] == by_parent[:-1]) & (by_parent[1:] >= 0)
-        src = np.concatenate([par[has_parent], order[:-1][same], self.use_src]).astype(np.int64)
-        dst = np.concatenate([child[has_parent], order[1:][same], self.use_dst]).astype(np.int64)
+        src = np.concatenate(
+            [par[has_parent], order[:-1][same], self.use_src, self.flow_src]
+        ).astype(np.int64)
+        dst = np.concatenate(
+            [child[has_parent], order[1:][same], self.use_dst, self.flow_dst]
+        ).astype(np.int64)
         etype = np.concatenate(
             [
                 np.zeros(int(has_parent.sum()), dtype=np.int8),
                 np.ones(int(same.sum()), dtype=np.int8),
                 np.full(len(self.use_src), 2, dtype=np.int8),
+                np.asarray(self.flow_type, dtype=np.int8),
             ]
         )
         counts = np.asarray(num_nodes, dtype=np.int64)
@@ -288,7 +363,8 @@ class _Lists:
 def _walk(
     tree: tree_sitter.Tree, src: bytes, table: _KindTable, max_nodes: int, acc: _Lists
 ) -> tuple[int, float, bool, str]:
-    """Depth-first cursor walk appending nodes, parents and identifier uses to ``acc``.
+    """Depth-first cursor walk appending nodes, parents, identifier uses (and, with a data-flow
+    kind table, data-flow edges) to ``acc``.
 
     This loop is the hot path of preprocessing: one lookup per node decides what to do, and it
     only appends to lists; edges are made by :meth:`_Lists.assemble` with numpy once per chunk.
@@ -306,6 +382,12 @@ def _walk(
     norm: list[bytes] = []
     add_norm = norm.append
     last_use: dict[bytes, int] = {}
+    # data flow (only _VAR and the construct actions touch these)
+    add_fsrc, add_fdst, add_ftype = acc.flow_src.append, acc.flow_dst.append, acc.flow_type.append
+    last_write: dict[bytes, int] = {}  # variable -> node of its latest effective write
+    declared: dict[bytes, int] = {}  # variable -> node of its latest declaration
+    targets: dict[int, tuple[int, int]] = {}  # start byte of a written identifier -> role
+    deferred: list[tuple[int, bytes, int, int]] = []  # (end byte, name, node, role) innermost last
     error_bytes = 0
     truncated = False
     cursor = tree.walk()
@@ -358,6 +440,44 @@ def _walk(
                     add_usrc(prev)
                     add_udst(current)
                 last_use[text] = current
+            elif act == _VAR:  # an identifier, plus its data-flow edges
+                start = node.start_byte
+                text = src[start : node.end_byte]
+                add_tpos(current)
+                add_tval(crc32(text) % mod + 1)
+                add_norm(text if text in keywords else b"ID")
+                prev = last_use.get(text)
+                if prev is not None:
+                    add_usrc(prev)
+                    add_udst(current)
+                last_use[text] = current
+                while deferred and deferred[-1][0] <= start:  # writes whose expression ended
+                    _, w_name, w_node, w_flags = deferred.pop()
+                    if w_flags & _WRITE:
+                        last_write[w_name] = w_node
+                    if w_flags & _DEF:
+                        declared[w_name] = w_node
+                role = targets.pop(start, None) if targets else None
+                flags, effective = (_READ, 0) if role is None else role
+                if flags & _READ:
+                    prev = last_write.get(text)
+                    if prev is not None:
+                        add_fsrc(prev)
+                        add_fdst(current)
+                        add_ftype(LAST_WRITE)
+                if not flags & _DEF:
+                    prev = declared.get(text)
+                    if prev is not None:
+                        add_fsrc(prev)
+                        add_fdst(current)
+                        add_ftype(DEF_USE)
+                if effective:
+                    deferred.append((effective, text, current, flags))
+                else:
+                    if flags & _WRITE:
+                        last_write[text] = current
+                    if flags & _DEF:
+                        declared[text] = current
             elif act == _LITERAL:
                 start = node.start_byte
                 if src[start] in _SIGNS:
@@ -368,8 +488,27 @@ def _walk(
                 add_tpos(current)
                 add_tval(crc32(text) % mod + 1)
                 add_norm(text)
-            else:  # ERROR: kept as a node, its bytes counted, its children walked
+            elif act == _ERROR:  # kept as a node, its bytes counted, its children walked
                 error_bytes += node.end_byte - node.start_byte
+                if goto_child():
+                    push(current)
+                    continue
+            else:  # a data-flow construct: note the variables it writes, then walk it
+                if act == _FUNC:  # no data flow across functions
+                    last_write.clear()
+                    declared.clear()
+                    targets.clear()
+                    deferred.clear()
+                else:
+                    start = node.start_byte
+                    while deferred and deferred[-1][0] <= start:
+                        _, w_name, w_node, w_flags = deferred.pop()
+                        if w_flags & _WRITE:
+                            last_write[w_name] = w_node
+                        if w_flags & _DEF:
+                            declared[w_name] = w_node
+                    for var_start, flags, effective in _written_variables(node, act):
+                        targets[var_start] = (flags, effective)
                 if goto_child():
                     push(current)
                     continue
@@ -378,6 +517,70 @@ def _walk(
                 return n - base, error_bytes / max(len(src), 1), False, _key(norm)
             pop()
     return n - base, error_bytes / max(len(src), 1), truncated, _key(norm)
+
+
+def _declared_variable(node: tree_sitter.Node | None) -> tree_sitter.Node | None:
+    """The identifier a declarator declares, through pointer/array/init/... wrappers."""
+    while node is not None:
+        kind = node.type
+        if kind == "identifier":
+            return node
+        if kind not in _DECLARATOR_WRAPPERS:
+            return None
+        inner = node.child_by_field_name("declarator")
+        if inner is None and node.named_child_count:  # C++ reference_declarator: no field name
+            inner = node.named_children[-1]
+        node = inner
+    return None
+
+
+def _written_variable(node: tree_sitter.Node | None) -> tuple[tree_sitter.Node, bool] | None:
+    """The variable an lvalue writes and whether directly (``x``) or through it (``a[i]``)."""
+    direct = True
+    while node is not None:
+        kind = node.type
+        if kind == "identifier":
+            return node, direct
+        if kind in _LVALUE_BASES:
+            node, direct = node.child_by_field_name("argument"), False
+        elif kind == "parenthesized_expression" and node.named_child_count:
+            node = node.named_children[0]
+        else:
+            return None
+    return None
+
+
+def _written_variables(node: tree_sitter.Node, act: int) -> list[tuple[int, int, int]]:
+    """(start byte, role flags, byte where the write takes effect or 0 = at once) of each
+    variable a data-flow construct writes or declares."""
+    out: list[tuple[int, int, int]] = []
+    if act == _ASSIGN:
+        found = _written_variable(node.child_by_field_name("left"))
+        if found is not None:
+            var, direct = found
+            op = node.child_by_field_name("operator")
+            plain = op is not None and op.type == "="
+            out.append(
+                (var.start_byte, _WRITE if plain and direct else _WRITE | _READ, node.end_byte)
+            )
+    elif act == _UPDATE:
+        found = _written_variable(node.child_by_field_name("argument"))
+        if found is not None:
+            out.append((found[0].start_byte, _WRITE | _READ, node.end_byte))
+    elif act == _DECL:
+        for declarator in node.children_by_field_name("declarator"):
+            name = _declared_variable(declarator)
+            if name is None:
+                continue
+            if declarator.type == "init_declarator":
+                out.append((name.start_byte, _DEF | _WRITE, declarator.end_byte))
+            else:
+                out.append((name.start_byte, _DEF, 0))
+    else:  # _PARAM, _RANGE_FOR: declared with a value
+        name = _declared_variable(node.child_by_field_name("declarator"))
+        if name is not None:
+            out.append((name.start_byte, _DEF | _WRITE, 0))
+    return out
 
 
 def _key(norm: list[bytes]) -> str:
@@ -447,18 +650,33 @@ def fallback_graph(func: str, max_nodes: int = 20_000) -> FunctionGraph:
 
 
 class GraphBuilder:
-    """Parses functions with reusable tree-sitter parsers (one builder per process)."""
+    """Parses functions with reusable tree-sitter parsers (one builder per process).
 
-    def __init__(self, language: str = "auto", max_nodes: int = 20_000) -> None:
+    Args:
+        language: ``auto`` (C, then C++ when C fails badly), ``c`` or ``cpp``.
+        max_nodes: graphs are cut at this many nodes.
+        data_flow_edges: also build the last-write and def-use edges; ``None`` takes
+            :attr:`~streamguard_core.config.PreprocessConfig.data_flow_edges`' default.
+    """
+
+    def __init__(
+        self, language: str = "auto", max_nodes: int = 20_000, data_flow_edges: bool | None = None
+    ) -> None:
         if language not in ("auto", "c", "cpp"):
             raise ValueError(f"language must be auto, c or cpp, got {language!r}")
+        if data_flow_edges is None:
+            from streamguard_core.config import PreprocessConfig  # config imports this module
+
+            data_flow_edges = bool(PreprocessConfig.model_fields["data_flow_edges"].default)
         self.language = language
         self.max_nodes = max_nodes
+        self.data_flow_edges = data_flow_edges
         self._parsers = {name: tree_sitter.Parser(lang) for name, lang in LANGUAGES.items()}
 
     def _parse_into(self, src: bytes, lang: str, acc: _Lists) -> GraphInfo:
         tree = self._parsers[lang].parse(src)
-        n, err, truncated, key = _walk(tree, src, _kind_table(lang), self.max_nodes, acc)
+        table = _kind_table(lang, self.data_flow_edges)
+        n, err, truncated, key = _walk(tree, src, table, self.max_nodes, acc)
         status = "ok_with_errors" if tree.root_node.has_error else "ok"
         return GraphInfo(n, status, lang, err, truncated, key)
 
@@ -497,10 +715,10 @@ class GraphBuilder:
         return self.build_many([func], [hint]).graph(0)
 
 
-def _replace(acc: _Lists, mark: tuple[int, int, int], retry_mark: tuple[int, int, int]) -> None:
+def _replace(acc: _Lists, mark: _Mark, retry_mark: _Mark) -> None:
     """Drop the nodes between ``mark`` and ``retry_mark``, shifting the retry's indices down."""
     shift = retry_mark[0] - mark[0]
-    n1, t1, u1 = retry_mark
+    n1, t1, u1, f1 = retry_mark
 
     def moved(values: list[int]) -> list[int]:
         return [v - shift if v >= 0 else v for v in values]
@@ -508,6 +726,8 @@ def _replace(acc: _Lists, mark: tuple[int, int, int], retry_mark: tuple[int, int
     node_type, parent = acc.node_type[n1:], moved(acc.parent[n1:])
     token_pos, token_val = moved(acc.token_pos[t1:]), acc.token_val[t1:]
     use_src, use_dst = moved(acc.use_src[u1:]), moved(acc.use_dst[u1:])
+    flow_src, flow_dst = moved(acc.flow_src[f1:]), moved(acc.flow_dst[f1:])
+    flow_type = acc.flow_type[f1:]
     acc.rollback(mark)
     acc.node_type += node_type
     acc.parent += parent
@@ -515,3 +735,6 @@ def _replace(acc: _Lists, mark: tuple[int, int, int], retry_mark: tuple[int, int
     acc.token_val += token_val
     acc.use_src += use_src
     acc.use_dst += use_dst
+    acc.flow_src += flow_src
+    acc.flow_dst += flow_dst
+    acc.flow_type += flow_type

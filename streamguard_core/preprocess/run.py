@@ -190,7 +190,7 @@ def _init_worker(tokenizer_dir: str, cfg_json: str, in_pool: bool = True) -> Non
     _WORKER["cfg"] = cfg
     _WORKER["tokenizer"] = Tokenizer.from_file(str(Path(tokenizer_dir) / tokens.TOKENIZER_JSON))
     _WORKER["special"] = tokens.special_ids(tokenizer_dir)
-    _WORKER["builder"] = parse.GraphBuilder(cfg.language, cfg.max_nodes)
+    _WORKER["builder"] = parse.GraphBuilder(cfg.language, cfg.max_nodes, cfg.data_flow_edges)
 
 
 @dataclass

@@ -87,6 +87,7 @@ def run_job(
         TrainingInterrupted: ``should_stop`` answered True ('latest' is saved; no status is
             written, since the job is not over: a restart resumes it).
     """
+    from streamguard_core.config import NEURAL_KINDS
     from streamguard_core.models.adapters import resolve_device
     from streamguard_core.training.checkpoint import is_valid_checkpoint
     from streamguard_core.training.collapse import CollapseError
@@ -97,7 +98,7 @@ def run_job(
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.status.unlink(missing_ok=True)  # a stale status must not outlive a rerun
     t0 = time.perf_counter()
-    neural = spec.model.kind != "baseline"
+    neural = spec.model.kind in NEURAL_KINDS
     resumed = neural and is_valid_checkpoint(paths.latest)
     status = RunStatus(
         model=spec.name, kind=spec.model.kind, seed=spec.seed, status="completed",

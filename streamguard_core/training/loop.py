@@ -7,7 +7,7 @@ container entrypoint. What a run writes (see :class:`RunPaths`)::
     <run_dir>/training_metadata.json   per-epoch curves, timings, best epoch, LR and its source
     <run_dir>/training.log             human-readable log
     <run_dir>/checkpoints/latest/      resume point (weights, optimizer, schedule, RNG, position)
-    <run_dir>/checkpoints/best/        best weights on validation F1
+    <run_dir>/checkpoints/best/        best weights on the validation selection score (fit)
     <run_dir>/checkpoints/epoch_<k>/   end of every epoch
     <run_dir>/model/                   the final detector (best weights) + model_card.json
     <run_dir>/metrics.json             validation and test metrics of the best model
@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from streamguard_core.config import TrainConfig
-from streamguard_core.evaluation.metrics import best_f1_threshold, classification_metrics
+from streamguard_core.evaluation.metrics import (
+    SELECTION_METRIC,
+    ThresholdChoice,
+    classification_metrics,
+    tune_threshold,
+)
 from streamguard_core.io import atomic_write_json, write_jsonl
 from streamguard_core.preprocess.dataset import ProcessedSplit
 from streamguard_core.training.checkpoint import (
@@ -74,13 +79,19 @@ class Batches:
     """
 
     def __init__(
-        self, split: ProcessedSplit, kind: str, pad_id: int = 1, subset: np.ndarray | None = None
+        self,
+        split: ProcessedSplit,
+        kind: str,
+        pad_id: int = 1,
+        subset: np.ndarray | None = None,
+        shuffle_subset: bool = False,
     ) -> None:
         from streamguard_core.models.adapters import adapter_for
 
         self.split, self.kind, self.pad_id = split, kind, pad_id
         self.adapter = adapter_for(kind)
         self.subset = None if subset is None else np.asarray(subset, dtype=np.int64)
+        self.shuffle_subset = shuffle_subset
         rows = slice(None) if self.subset is None else self.subset
         self.labels = split.labels[rows]
         self.weights = np.asarray([float(r.get("weight", 1.0)) for r in split.records])[rows]
@@ -91,7 +102,7 @@ class Batches:
 
     def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
         """Positions in the order one epoch visits them (see :func:`epoch_order`)."""
-        if self.subset is None:
+        if self.subset is None or self.shuffle_subset:
             return epoch_order(len(self), seed, epoch)
         return np.arange(len(self))
 
@@ -174,9 +185,11 @@ class TrainState:
     epoch: int = 0
     next_batch: int = 0
     global_step: int = 0
-    best_f1: float = -1.0
+    best_f1: float = -1.0  # valid F1 of the best epoch, at its tuned threshold
     best_epoch: int = -1
     best_threshold: float = 0.5
+    best_score: float = -math.inf  # what selects the best epoch (ThresholdChoice.score)
+    best_tuning: dict[str, Any] = field(default_factory=dict)  # its ThresholdChoice, as values
     epochs_without_gain: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     skipped_steps: int = 0
@@ -209,11 +222,13 @@ def setup(
     lr: float | None = None,
     lr_source: str = "config",
     train_subset: np.ndarray | None = None,
+    shuffle_subset: bool = False,
 ) -> TrainState:
     """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data.
 
     ``train_subset`` (train-split indices, repeats allowed) trains on those examples only, in
-    that order every epoch: preflight's smoke test passes over 32 examples again and again.
+    that order every epoch: preflight's smoke test passes over 32 examples again and again
+    (``shuffle_subset``: shuffled every epoch instead, as a fold job trains on its K-1 folds).
     None: the whole split, shuffled every epoch.
     """
     if cfg.num_threads:
@@ -223,7 +238,8 @@ def setup(
     dev = resolve_device(device)
     paths = RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
-    train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id, subset=train_subset)
+    train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id, subset=train_subset,
+                    shuffle_subset=shuffle_subset)  # fmt: skip
     valid = Batches(ProcessedSplit(data_dir, "valid"), kind, pad_id)
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(
@@ -269,7 +285,8 @@ def _checkpoint_state(s: TrainState) -> dict[str, Any]:
         "rng": rng_state(),
         "position": {"epoch": s.epoch, "next_batch": s.next_batch, "global_step": s.global_step},
         "best": {"f1": s.best_f1, "epoch": s.best_epoch, "threshold": s.best_threshold,
-                 "epochs_without_gain": s.epochs_without_gain},
+                 "epochs_without_gain": s.epochs_without_gain, "score": s.best_score,
+                 "tuning": s.best_tuning},
         "history": s.history,
         "skipped_steps": s.skipped_steps,
         "epoch_losses": s.epoch_losses,
@@ -305,6 +322,8 @@ def resume(s: TrainState) -> bool:
     s.epoch, s.next_batch, s.global_step = pos["epoch"], pos["next_batch"], pos["global_step"]
     s.best_f1, s.best_epoch, s.best_threshold = best["f1"], best["epoch"], best["threshold"]
     s.epochs_without_gain = best["epochs_without_gain"]
+    # checkpoints from before thresholds per objective selected on F1 and kept no tuning
+    s.best_score, s.best_tuning = best.get("score", best["f1"]), dict(best.get("tuning") or {})
     s.history, s.skipped_steps = list(ck["history"]), ck["skipped_steps"]
     s.collapse.load_state_dict(ck["collapse"])
     s.epoch_losses = list(ck["epoch_losses"])
@@ -313,7 +332,20 @@ def resume(s: TrainState) -> bool:
 
 
 def fit(s: TrainState) -> dict[str, Any]:
-    """Train until the epochs run out or validation F1 stops improving; returns a summary."""
+    """Train until the epochs run out or the validation selection score stops improving.
+
+    After every epoch the decision threshold is tuned on valid for
+    ``cfg.threshold_objective`` (:func:`tune_threshold`), and the epoch is kept as the best
+    when its :attr:`ThresholdChoice.score` beats the best so far: the objective's own metric
+    at its own threshold, so the checkpoint and the threshold serve the same goal. That is
+    valid F1 for "f1" (the default, as before), valid accuracy for "accuracy", and valid
+    recall at the target precision for "precision" (an epoch reaching the target always ranks
+    above one that does not). Collapse is judged at the F1-tuned threshold whatever the
+    objective: accuracy's best cut for a weak but ranking model can be "always safe".
+
+    Returns:
+        ``{"best_f1", "best_epoch", "epochs_run", "best_score", "selection_metric"}``.
+    """
     cfg, model = s.cfg, s.model
     model.train()
     n = len(s.train)
@@ -373,36 +405,49 @@ def fit(s: TrainState) -> dict[str, Any]:
                 )  # fmt: skip
         # ---- end of epoch: validate, keep the best, decide whether to go on
         probs = predict(s.kind, model, s.valid, s.device, cfg.batch_size)
-        threshold = best_f1_threshold(s.valid.labels, probs)
-        metrics = classification_metrics(s.valid.labels, probs, threshold)
+        choice = tune_threshold(
+            s.valid.labels, probs, cfg.threshold_objective, cfg.target_precision
+        )
+        threshold = choice.threshold
+        metrics = classification_metrics(s.valid.labels, probs, choice)
         row = {
             "epoch": s.epoch,
             "train_loss": float(np.mean(losses)) if losses else None,
             "valid_f1": metrics["f1"],
             "valid_roc_auc": metrics["roc_auc"],
             "valid_accuracy": metrics["accuracy"],
+            "valid_accuracy_at_half": metrics["accuracy_at_half"],
             "threshold": threshold,
+            "selection_score": choice.score,
             "lr": s.scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t_epoch, 2),
             "global_step": s.global_step,
         }
         s.history.append(row)
         log.info("epoch %d %s", s.epoch, row)
-        # judged at the tuned threshold: a model whose scores are all alike predicts one class
-        # at any cut, while an early, class-weighted model that already ranks well can sit
-        # entirely above 0.5 (tiny transformer on the demo data: ROC-AUC 0.68, all "1" at 0.5)
-        event = s.collapse.on_eval((probs >= threshold).astype(int), metrics["f1"], s.epoch)
+        if choice.note:
+            log.warning("epoch %d threshold (%s): %s", s.epoch, choice.objective, choice.note)
+        # judged at the F1-tuned threshold: a model whose scores are all alike predicts one
+        # class at any cut, while an early, class-weighted model that already ranks well can sit
+        # entirely above 0.5 (tiny transformer on the demo data: ROC-AUC 0.68, all "1" at 0.5);
+        # the accuracy-tuned cut of such a model can be "always safe", so it is not used here
+        f1_cut = choice
+        if choice.objective != "f1":
+            f1_cut = tune_threshold(s.valid.labels, probs, "f1")
+        event = s.collapse.on_eval((probs >= f1_cut.threshold).astype(int), f1_cut.score, s.epoch)
         if event is not None:
             write_metadata(s)
             raise CollapseError(event)
-        if metrics["f1"] > s.best_f1:
+        if choice.score > s.best_score:
             s.best_f1, s.best_epoch, s.best_threshold = metrics["f1"], s.epoch, threshold
+            s.best_score, s.best_tuning = choice.score, asdict(choice)
             s.epochs_without_gain = 0
             save_checkpoint(
                 s.paths.best,
                 {"model": model.state_dict()},
-                {"epoch": s.epoch, "valid_f1": metrics["f1"], "threshold": threshold},
-            )
+                {"epoch": s.epoch, "valid_f1": metrics["f1"], "threshold": threshold,
+                 "threshold_objective": choice.objective, "selection_score": choice.score},
+            )  # fmt: skip
         else:
             s.epochs_without_gain += 1
         s.epoch += 1
@@ -413,7 +458,13 @@ def fit(s: TrainState) -> dict[str, Any]:
         write_metadata(s)
         if s.on_epoch_end is not None:
             s.on_epoch_end(dict(row, epochs=cfg.epochs))
-    return {"best_f1": s.best_f1, "best_epoch": s.best_epoch, "epochs_run": s.epoch}
+    return {
+        "best_f1": s.best_f1,
+        "best_epoch": s.best_epoch,
+        "epochs_run": s.epoch,
+        "best_score": s.best_score,
+        "selection_metric": SELECTION_METRIC[cfg.threshold_objective],
+    }
 
 
 def write_metadata(s: TrainState) -> None:
@@ -426,6 +477,10 @@ def write_metadata(s: TrainState) -> None:
             "best_epoch": s.best_epoch,
             "best_valid_f1": s.best_f1,
             "threshold": s.best_threshold,
+            "threshold_objective": s.cfg.threshold_objective,
+            "selection_metric": SELECTION_METRIC[s.cfg.threshold_objective],
+            "best_valid_score": s.best_score if math.isfinite(s.best_score) else None,
+            "threshold_tuning": s.best_tuning or None,
             "lr": s.lr,
             "lr_source": s.lr_source,
             "global_step": s.global_step,
@@ -439,6 +494,26 @@ def write_metadata(s: TrainState) -> None:
     )
 
 
+def write_predictions(
+    path: Path, records: list[dict[str, Any]], probs: np.ndarray, threshold: float
+) -> Path:
+    """``{"id", "label", "probability", "prediction"}`` per function, in order (JSON Lines)."""
+    write_jsonl(
+        path,
+        (
+            {"id": r["id"], "label": int(r["label"]), "probability": float(p),
+             "prediction": int(p >= threshold)}
+            for r, p in zip(records, probs, strict=True)
+        ),
+    )  # fmt: skip
+    return path
+
+
+def best_cut(s: TrainState) -> ThresholdChoice | float:
+    """The best epoch's threshold with how it was tuned (a bare float from an older checkpoint)."""
+    return ThresholdChoice(**s.best_tuning) if s.best_tuning else s.best_threshold
+
+
 def evaluate_best(s: TrainState, test_dir: str | Path | None = None) -> dict[str, Any]:
     """Load the best weights; metrics on valid (and test) at the tuned threshold; predictions."""
     ck = load_checkpoint(s.paths.best, map_location=s.device)
@@ -450,7 +525,10 @@ def evaluate_best(s: TrainState, test_dir: str | Path | None = None) -> dict[str
     last_probs: tuple[Batches, np.ndarray] | None = None
     for name, data in scored.items():
         probs = predict(s.kind, s.model, data, s.device, s.cfg.batch_size)
-        results[name] = classification_metrics(data.labels, probs, s.best_threshold)
+        if name == "valid":  # the fusion detector's validation inputs
+            write_predictions(s.paths.valid_predictions, data.split.records, probs,
+                              s.best_threshold)  # fmt: skip
+        results[name] = classification_metrics(data.labels, probs, best_cut(s))
         last_probs = (data, probs)
     atomic_write_json(s.paths.metrics, results)
     if last_probs is not None:

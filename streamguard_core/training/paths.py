@@ -22,6 +22,8 @@ class RunPaths:
         model/                   the final detector + model_card.json
         metrics.json             validation (and test) metrics of the best model
         predictions.jsonl        per-function probabilities on test (else valid)
+        valid_predictions.jsonl  per-function probabilities on valid (fusion's valid inputs)
+        oof_predictions.jsonl    a fold job's predictions on its held-out train fold
         collapse_report.json     only when the run collapsed
     """
 
@@ -72,6 +74,14 @@ class RunPaths:
     @property
     def predictions(self) -> Path:
         return self.root / "predictions.jsonl"
+
+    @property
+    def valid_predictions(self) -> Path:
+        return self.root / "valid_predictions.jsonl"
+
+    @property
+    def oof_predictions(self) -> Path:
+        return self.root / "oof_predictions.jsonl"
 
     @property
     def collapse_report(self) -> Path:

@@ -26,13 +26,17 @@ from streamguard_core.preprocess.dataset import ProcessedDataset
 from streamguard_core.training.batch_size import auto_batch_size
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 from streamguard_core.training.collapse import CollapseError, write_collapse_report
+from streamguard_core.training.folds import assign_folds
 from streamguard_core.training.loop import (
+    Batches,
     evaluate_best,
     fit,
+    predict,
     resume,
     seed_everything,
     setup,
     write_metadata,
+    write_predictions,
 )
 from streamguard_core.training.paths import RunPaths
 
@@ -44,12 +48,34 @@ class RunExistsError(RuntimeError):
 def resolve_spec(spec: TrainJobSpec) -> TrainJobSpec:
     """The spec with what the data set decides filled in (a transformer's ``max_seq_len``)."""
     model = spec.model
-    if model.kind == "transformer" and model.max_seq_len is None:
-        data = ProcessedDataset(spec.data_dir)
-        return spec.model_copy(
-            update={"model": model.model_copy(update={"max_seq_len": data.max_seq_len})}
+    if model.kind != "transformer":
+        return spec
+    data_len = ProcessedDataset(spec.data_dir).max_seq_len
+    if model.max_seq_len is None:
+        return spec.model_copy(update={"model": model.model_copy(update={"max_seq_len": data_len})})
+    if model.max_seq_len < data_len:
+        raise ValueError(
+            f"transformer max_seq_len {model.max_seq_len} is shorter than the data set's "
+            f"{data_len} tokens ({spec.data_dir}): set preprocessing.max_seq_len to "
+            f"{model.max_seq_len} (its trimming keeps the risky lines), or leave the model's empty"
         )
     return spec
+
+
+def fold_indices(
+    spec: TrainJobSpec, data: ProcessedDataset
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train-split indices a job trains on, and those it predicts out of fold (None: no fold).
+
+    Raises:
+        FoldError: the train split cannot be cut into ``spec.fold.count`` folds.
+    """
+    train = data.split("train")
+    everything = np.arange(len(train.records))
+    if spec.fold is None:
+        return everything, None
+    folds = assign_folds(train.records, train.labels, spec.fold.count, spec.fold.seed)
+    return everything[folds != spec.fold.index], everything[folds == spec.fold.index]
 
 
 def save_detector(spec: TrainJobSpec, model: torch.nn.Module, out: Path, card: dict[str, Any]
@@ -91,6 +117,10 @@ def train_job(
     spec = resolve_spec(spec)
     if spec.model.kind == "baseline":
         return train_baseline(spec)
+    if spec.model.kind == "fusion":
+        from streamguard_core.training.fusion import train_fusion
+
+        return train_fusion(spec)
     return train_neural(spec, resume_run, device, on_epoch_end, should_stop)
 
 
@@ -109,15 +139,28 @@ def train_baseline(spec: TrainJobSpec) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         train, valid = data.split("train"), data.split("valid")
-        weights = np.asarray([float(r.get("weight", 1.0)) for r in train.records])
+        kept, held_out = fold_indices(spec, data)
+        train_records = [train.records[i] for i in kept]
+        weights = np.asarray([float(r.get("weight", 1.0)) for r in train_records])
         detector = BaselineDetector(spec.model, seed=spec.seed)
         results: dict[str, Any] = {
             "valid": detector.fit(
-                [r["func"] for r in train.records], train.labels,
+                [r["func"] for r in train_records], train.labels[kept],
                 [r["func"] for r in valid.records], valid.labels,
                 sample_weight=weights if spec.train.use_weights else None,
+                threshold_objective=spec.train.threshold_objective,
+                target_precision=spec.train.target_precision,
             )
         }  # fmt: skip
+        write_predictions(
+            paths.valid_predictions, valid.records,
+            detector.predict_proba([r["func"] for r in valid.records]), detector.threshold,
+        )  # fmt: skip
+        if held_out is not None:
+            held = [train.records[i] for i in held_out]
+            write_predictions(paths.oof_predictions, held,
+                              detector.predict_proba([r["func"] for r in held]),
+                              detector.threshold)  # fmt: skip
         scored = valid
         if data.has_split("test"):
             scored = data.split("test")
@@ -196,8 +239,10 @@ def train_neural(
             lr, lr_source, lr_report = found.lr, found.source, found.to_dict()
         elif lr is None:
             lr, lr_source = adapter.default_lr(model_cfg)
+        kept, held_out = fold_indices(spec, data)
         state = setup(kind, model, data_dir, paths.root, cfg, device=device, pad_id=pad_id,
-                      lr=lr, lr_source=lr_source)  # fmt: skip
+                      lr=lr, lr_source=lr_source, train_subset=None if held_out is None else kept,
+                      shuffle_subset=True)  # fmt: skip
         state.notes.update({"lr_finder": lr_report, "auto_batch_size": batch_note})
         state.on_epoch_end, state.should_stop = on_epoch_end, should_stop
         resumed = resume(state) if resume_run else False
@@ -211,6 +256,11 @@ def train_neural(
             )  # fmt: skip
             raise
         results = evaluate_best(state, data_dir)
+        if held_out is not None:
+            held = Batches(data.split("train"), kind, pad_id, subset=held_out)
+            probs = predict(kind, state.model, held, state.device, cfg.batch_size)
+            write_predictions(paths.oof_predictions, [held.split.records[i] for i in held_out],
+                              probs, state.best_threshold)  # fmt: skip
         write_metadata(state)
         card = {
             "kind": kind,

@@ -15,10 +15,9 @@ import pytest
 import yaml
 
 from streamguard_core.config import (
+    BaselineConfig,
     PipelineConfig,
     SuccessCriteria,
-    TrainConfig,
-    TrainingPlan,
     load_yaml,
 )
 
@@ -51,15 +50,22 @@ def test_preset_is_one_pipeline_config_through_prefects_validation(path: Path):
     assert PipelineConfig.model_validate_json(config.model_dump_json()) == config
 
 
-def test_quick_preset_is_tiny_and_full_has_the_defaults():
+def test_quick_preset_is_tiny_and_full_fuses_three_seeds_on_five_folds():
     quick = load_yaml(PARAMS_DIR / "quick.yaml", PipelineConfig)
     assert quick.plan.seeds == [42] and quick.plan.train.epochs == 1
     assert quick.plan.train.max_steps_per_epoch == 4
     assert {m.kind for m in quick.plan.models} == {"baseline", "gnn", "transformer"}
     assert quick.data.synthetic_pairs_per_cwe == 4
     full = load_yaml(PARAMS_DIR / "full.yaml", PipelineConfig)
-    assert full.plan.seeds == [42, 43, 44] and full.plan.train == TrainConfig()
-    assert full.plan == TrainingPlan(seeds=[42, 43, 44]) and full.criteria == SuccessCriteria()
+    assert full.plan.seeds == [42, 43, 44] and full.plan.fusion and full.plan.n_folds == 5
+    assert full.plan.names[0] == "baseline" and full.plan.model("baseline") == BaselineConfig()
+    assert {m.kind for m in full.plan.models} >= {"baseline", "gnn"}
+    assert full.plan.train.threshold_objective == "accuracy"
+    codebert = load_yaml(PARAMS_DIR / "full-codebert.yaml", PipelineConfig)
+    transformer = codebert.plan.model("transformer")
+    assert transformer.model_name_or_path == "microsoft/codebert-base"  # type: ignore[union-attr]
+    assert codebert.preprocessing.tokenizer == "microsoft/codebert-base"
+    assert codebert.plan.train.lr is None  # each kind's default LR (2.5e-5 for CodeBERT)
 
 
 def test_demo_is_judged_by_the_default_criteria():
@@ -118,11 +124,11 @@ def test_the_ui_forms_have_help_text_and_drop_downs():
     assert definitions["TrainConfig"]["properties"]["mixed_precision"]["enum"] == [
         "auto", "off", "fp16", "bf16"
     ]  # fmt: skip
-    assert definitions["GNNConfig"]["properties"]["arch"]["enum"] == ["gcn", "ggnn"]
+    assert definitions["GNNConfig"]["properties"]["arch"]["enum"] == ["gcn", "ggnn", "rgcn"]
     models = definitions["TrainingPlan"]["properties"]["models"]["items"]
     assert models["discriminator"]["propertyName"] == "kind"
     assert {m["$ref"].rsplit("/", 1)[1] for m in models["oneOf"]} == {
-        "GNNConfig", "TransformerConfig", "BaselineConfig"
+        "GNNConfig", "TransformerConfig", "BaselineConfig", "FusionConfig"
     }  # fmt: skip
 
 

@@ -241,13 +241,14 @@ def test_collapsed_and_failed_seeds_are_counted_with_reasons(tmp_path):
     failed = summary["seeds"][2]
     assert failed["status"] == "failed" and "CUDA out of memory" in failed["error"]
     assert failed["f1"] is None and failed["split"] is None
-    # statistics only over the completed seed (one: no spread)
+    # statistics only over the completed seed (one: no spread), beside the all-vulnerable F1
     assert summary["metrics"]["f1"] == {
         "mean": 0.6,
         "std": None,
         "ci95_low": None,
         "ci95_high": None,
         "n": 1,
+        "trivial": pytest.approx(2 * 0.4 / 1.4),
     }
     assert summary["cost"] is None
 
@@ -457,7 +458,8 @@ def test_one_seed_has_no_std_or_ci_and_fails_the_std_check(tmp_path):
     write_seed(tmp_path, "transformer", 42, f1=0.8)
     summary = aggregate_all(tmp_path, plan("transformer", seeds=(42,)), SuccessCriteria())
     f1 = summary["models"]["transformer"]["metrics"]["f1"]
-    assert f1 == {"mean": 0.8, "std": None, "ci95_low": None, "ci95_high": None, "n": 1}
+    assert f1 == {"mean": 0.8, "std": None, "ci95_low": None, "ci95_high": None, "n": 1,
+                  "trivial": pytest.approx(2 * 0.4 / 1.4)}  # fmt: skip
     check = _checks(summary)["f1_std:transformer"]
     assert check["passed"] is False and check["value"] is None
     assert check["threshold"] == 0.05 and check["detail"].startswith("one seed: std n/a")

@@ -13,6 +13,7 @@ from streamguard_core.pipeline.aggregate import aggregate_all
 from streamguard_core.pipeline.report import report_table_rows, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+UNREACHED = "no threshold reaches precision 0.9: the highest, 0.750 (recall 0.500), is at 0.7"
 
 
 def write_seed(
@@ -26,8 +27,10 @@ def write_seed(
     cost_usd: float | None = None,
     history: bool = True,
     predictions: list[tuple[int, float]] | None = None,
+    tuning: dict | None = None,
 ) -> Path:
-    """A seed directory following the production run's on-disk contract."""
+    """A seed directory following the production run's on-disk contract (``tuning``: the
+    threshold keys its metrics carry; None: none, as before thresholds per objective)."""
     seed_dir = root / model / f"seed_{seed}"
     seed_dir.mkdir(parents=True)
     cost = None
@@ -72,6 +75,7 @@ def write_seed(
         metrics = {
             "threshold": 0.5,
             "accuracy": 0.8,
+            "accuracy_at_half": f1 + 0.05,
             "precision": 0.7,
             "recall": 0.72,
             "f1": f1,
@@ -80,6 +84,7 @@ def write_seed(
             "pr_auc": 0.8,
             "mcc": 0.55,
             "confusion_matrix": [[5, 1], [2, 4]],
+            **(tuning or {}),
         }
         (seed_dir / "metrics.json").write_text(json.dumps({"valid": metrics, "test": metrics}))
         preds = predictions or [(1, 0.9), (0, 0.2), (1, 0.6), (0, 0.7), (1, 0.4), (0, 0.1)]
@@ -111,8 +116,10 @@ def plan(*kinds: str, seeds: tuple[int, ...] = (1, 2, 3)) -> TrainingPlan:
 def full_run(tmp_path):
     """Three models: a clean transformer, a gnn with a collapse and a failure, a baseline."""
     for seed, f1 in ((1, 0.70), (2, 0.74), (3, 0.72)):
-        write_seed(tmp_path, "transformer", seed, f1=f1, cost_usd=0.5)
-    write_seed(tmp_path, "gnn", 1, f1=0.6)
+        tuned = {"threshold_objective": "accuracy", "threshold_note": None}
+        write_seed(tmp_path, "transformer", seed, f1=f1, cost_usd=0.5, tuning=tuned)
+    unreached = {"threshold_objective": "precision", "threshold_note": UNREACHED}
+    write_seed(tmp_path, "gnn", 1, f1=0.6, tuning=unreached)
     write_seed(tmp_path, "gnn", 2, "collapsed", error="collapsed: nan_loss")
     write_seed(tmp_path, "gnn", 3, "failed", error="RuntimeError: CUDA out of memory")
     for seed in (1, 2, 3):
@@ -227,21 +234,34 @@ def test_report_shows_every_model_with_ci_and_trivial_references(full_run):
     root, summary = full_run
     text = write_report(summary, root).read_text()
     header = _row(text, "model", "## Models")
-    assert header[:11] == [
-        "model", "kind", "judged", "seeds done", "split", "F1", "all-vulnerable F1",
-        "accuracy", "majority accuracy", "F1 std", "ROC-AUC",
+    assert header == [
+        "model", "kind", "judged", "seeds done", "split", "threshold objective", "F1",
+        "all-vulnerable F1", "accuracy", "accuracy at 0.5", "majority accuracy", "F1 std",
+        "ROC-AUC", "chance ROC-AUC",
     ]  # fmt: skip
     transformer = dict(zip(header, _row(text, "transformer", "## Models"), strict=True))
     # predictions.jsonl of every seed: 3 of 6 vulnerable -> F1 2*0.5/1.5, accuracy 0.5
     assert transformer["all-vulnerable F1"] == "0.667"
     assert transformer["majority accuracy"] == "0.500"
+    assert transformer["chance ROC-AUC"] == "0.500"
     assert transformer["F1"] == "0.720 ± 0.050"  # t(0.975, 2) * 0.02 / sqrt(3)
+    assert transformer["accuracy at 0.5"] == "0.770 ± 0.050"  # F1 + 0.05 per seed
+    assert transformer["accuracy"] == "0.800 ± 0.000"
+    assert transformer["threshold objective"] == "accuracy"
     assert transformer["judged"] == "yes" and transformer["seeds done"] == "3/3"
     gnn = dict(zip(header, _row(text, "gnn", "## Models"), strict=True))
     assert gnn["F1"] == "0.600 ± n/a" and gnn["F1 std"] == "n/a"  # one completed seed
-    assert gnn["seeds done"] == "1/3"
+    assert gnn["seeds done"] == "1/3" and gnn["threshold objective"] == "precision"
     baseline = dict(zip(header, _row(text, "baseline", "## Models"), strict=True))
     assert baseline["judged"] == "reference" and baseline["all-vulnerable F1"] == "0.667"
+    assert baseline["threshold objective"] == "n/a"  # its metrics predate the objective keys
+    # a target precision no threshold reached is shown under its model
+    assert f"- threshold warning, seed 1: {UNREACHED}" in text.split("### gnn", 1)[1]
+    assert "Decision threshold tuned on valid for: accuracy." in text
+    # the per-model statistics carry each metric's trivial reference
+    assert "| accuracy_at_half | 0.770 | 0.020 | [0.720, 0.820] | 3 | 0.500 |" in text
+    assert "| roc_auc | 0.860 | 0.000 | [0.860, 0.860] | 3 | 0.500 |" in text
+    assert "| f1 | 0.720 | 0.020 | [0.670, 0.770] | 3 | 0.667 |" in text
     assert "Trivial references on 6 items of test (50.0% vulnerable, from predictions.jsonl)" in (
         text
     )
