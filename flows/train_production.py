@@ -178,7 +178,9 @@ def headline(summary: dict[str, Any]) -> str:
     )
     passed = summary["success"]["passed"]
     lines += [
-        f"best model: {summary['best_overall_model']} (mean F1 {_fmt(summary['best_overall_f1'])})",
+        f"best model: {summary['best_overall_model']} (mean "
+        f"{summary.get('best_overall_selected_by', 'f1')} "
+        f"{_fmt(summary.get('best_overall_value', summary['best_overall_f1']))})",
         f"success criteria: {'PASSED' if passed else 'FAILED'}",
         *[f"  failed: {line}" for line in failed_check_lines(summary["success"])],
         f"summary: {summary['summary_path']}",

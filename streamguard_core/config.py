@@ -311,6 +311,9 @@ class BaselineConfig(_ModelBase):
     tree_learning_rate: float = Field(
         0.05, gt=0, le=1, description="features 'metrics': boosting learning rate."
     )
+    tree_min_samples_leaf: int = Field(
+        20, ge=1, description="features 'metrics': fewest functions in a leaf."
+    )
 
     @model_validator(mode="after")
     def _ngram_range(self) -> BaselineConfig:

@@ -73,6 +73,7 @@ class BaselineDetector:
         model = HistGradientBoostingClassifier(
             max_iter=self.config.trees,
             learning_rate=self.config.tree_learning_rate,
+            min_samples_leaf=self.config.tree_min_samples_leaf,
             class_weight=None if self.config.class_weight == "none" else "balanced",
             early_stopping=False,
             random_state=self.seed,

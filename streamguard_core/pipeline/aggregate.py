@@ -425,13 +425,19 @@ def aggregate_model(
     return summary
 
 
-def _best_model(models: dict[str, dict[str, Any]]) -> str | None:
-    """The model with completed seeds and the highest mean F1 (first listed wins a tie)."""
-    best, best_f1 = None, -math.inf
+# what picks the best model, per threshold objective: the objective's own metric (ROC-AUC for
+# "precision": recall at a fixed precision is not comparable across models that miss it)
+SELECTION_BY_OBJECTIVE = {"f1": "f1", "accuracy": "accuracy", "precision": "roc_auc"}
+
+
+def _best_model(models: dict[str, dict[str, Any]], metric: str = "f1") -> str | None:
+    """The model with completed seeds and the highest mean ``metric`` (first listed wins a
+    tie)."""
+    best, best_value = None, -math.inf
     for name, summary in models.items():
-        mean_f1 = summary["metrics"]["f1"]["mean"]
-        if summary["n_completed"] and mean_f1 is not None and mean_f1 > best_f1:
-            best, best_f1 = name, mean_f1
+        value = summary["metrics"][metric]["mean"]
+        if summary["n_completed"] and value is not None and value > best_value:
+            best, best_value = name, value
     return best
 
 
@@ -703,7 +709,8 @@ def aggregate_all(
         )
         for model in plan.all_models()
     }
-    best = _best_model(summaries)
+    selection = SELECTION_BY_OBJECTIVE[plan.train.threshold_objective]
+    best = _best_model(summaries, selection)
     summary: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(),
         "output_root": str(root),
@@ -711,6 +718,8 @@ def aggregate_all(
         "models": summaries,
         "best_overall_model": best,
         "best_overall_f1": summaries[best]["metrics"]["f1"]["mean"] if best else None,
+        "best_overall_selected_by": selection,
+        "best_overall_value": summaries[best]["metrics"][selection]["mean"] if best else None,
         "best_seed": _best_seed(summaries[best]) if best else None,
         "criteria": criteria.model_dump(),
         "success": evaluate_criteria(summaries, criteria),

@@ -265,7 +265,9 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     lines.append("")
     best = summary.get("best_overall_model")
     if best:
-        lines.append(f"Best model: **{best}**, mean F1 {_fmt(summary.get('best_overall_f1'), 4)}.")
+        by = summary.get("best_overall_selected_by", "f1")
+        value = summary.get("best_overall_value", summary.get("best_overall_f1"))
+        lines.append(f"Best model: **{best}**, mean {by} {_fmt(value, 4)} (selected by {by}).")
     else:
         lines.append("Best model: none (no model completed a seed).")
     return [*lines, ""]

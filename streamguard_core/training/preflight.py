@@ -497,7 +497,10 @@ def check_overfit_baseline(spec: TrainJobSpec, train: TrainData) -> dict[str, An
     funcs = [str(train.split.records[int(i)]["func"]) for i in idx]
     labels = train.split.labels[idx]
     assert isinstance(spec.model, BaselineConfig)
-    cfg = spec.model.model_copy(update={"min_df": 1, "C": BASELINE_OVERFIT_C})
+    # memorising 32 functions: no vocabulary cut, weak regularisation, one-function leaves
+    cfg = spec.model.model_copy(
+        update={"min_df": 1, "C": BASELINE_OVERFIT_C, "tree_min_samples_leaf": 1}
+    )
     det = BaselineDetector(cfg, seed=spec.seed)
     det.fit(funcs, labels)
     accuracy = float(((det.predict_proba(funcs) >= 0.5).astype(int) == labels).mean())
@@ -506,7 +509,7 @@ def check_overfit_baseline(spec: TrainJobSpec, train: TrainData) -> dict[str, An
         "samples": len(idx),
         "positives": int(labels.sum()),
         "excluded_conflicting": int(conflicting.sum()),
-        "vocabulary_size": len(det.vectorizer.vocabulary_),
+        "vocabulary_size": det.metadata.get("vocabulary_size"),
         "C": BASELINE_OVERFIT_C,
         "seconds": round(time.perf_counter() - t0, 2),
     }

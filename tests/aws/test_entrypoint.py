@@ -109,6 +109,22 @@ def test_baseline_runs_through_run_job_and_writes_the_model_directory(
     assert not (base / "output" / "failure").exists()
 
 
+def test_a_fold_job_publishes_its_out_of_fold_and_valid_predictions(
+    monkeypatch, tmp_path, processed
+):
+    """Fusion needs both files back from SageMaker (they land in the job's run dir locally)."""
+    spec = BASELINE.model_copy(update={"fold": {"index": 1, "count": 2}})
+    base = _base(tmp_path / "ml", TrainJobSpec.model_validate(spec.model_dump()), processed)
+    assert _run(monkeypatch, base) == 0
+    model = base / "model"
+    held = [json.loads(line) for line in (model / "oof_predictions.jsonl").read_text().splitlines()]
+    train = (processed / "train" / "records.jsonl").read_text().splitlines()
+    assert 0 < len(held) < len(train)
+    assert json.loads((model / "exp_config.json").read_text())["fold"]["index"] == 1
+    valid = (model / "valid_predictions.jsonl").read_text().splitlines()
+    assert len(valid) == len((processed / "valid" / "records.jsonl").read_text().splitlines())
+
+
 def _fake_checkpoint(path: Path, step: int, complete: bool = True) -> Path:
     path.mkdir(parents=True)
     (path / "meta.json").write_text(json.dumps({"global_step": step}))
