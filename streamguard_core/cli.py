@@ -635,7 +635,10 @@ def _chosen_models(plan: TrainingPlan, names: str) -> Iterator[Any]:
                 f"nor a model kind ({', '.join(MODEL_KINDS)})"
             )
         of_kind = [m for m in plan.models if m.kind == token]
-        yield from of_kind or [model_config_for(token)]
+        if of_kind:
+            yield from of_kind
+        else:
+            yield model_config_for(token)
 
 
 def preflight_plan(args: argparse.Namespace) -> TrainingPlan:

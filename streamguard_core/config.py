@@ -33,6 +33,7 @@ M = TypeVar("M", bound=BaseModel)
 SplitStrategy = Literal["auto", "codexglue", "explicit", "random", "project", "group", "time"]
 DedupMode = Literal["none", "exact", "normalized"]
 ThresholdObjective = Literal["f1", "accuracy", "precision"]
+TrivialMetric = Literal["f1", "accuracy", "accuracy_at_half", "roc_auc"]
 
 
 class FieldMap(BaseModel):
@@ -678,8 +679,8 @@ class SuccessCriteria(BaseModel):
         description="Each neural model's mean F1 must beat predicting 'vulnerable' for every "
         "function, and its mean accuracy the majority class, on the same split.",
     )
-    trivial_metrics: list[Literal["f1", "accuracy", "accuracy_at_half", "roc_auc"]] = Field(
-        default_factory=lambda: ["f1", "accuracy"],
+    trivial_metrics: list[TrivialMetric] = Field(
+        default_factory=lambda: list[TrivialMetric](["f1", "accuracy"]),
         description="With beat_trivial: the metrics whose mean must beat their trivial "
         "reference (F1: all-vulnerable; accuracy and accuracy at 0.5: the majority class; "
         "ROC-AUC: 0.5). A plan tuning thresholds for accuracy judges accuracy, not F1.",

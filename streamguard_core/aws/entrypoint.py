@@ -64,8 +64,15 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 EXIT_INTERRUPTED = 128 + int(signal.SIGTERM)
 # the RunPaths files the final model directory receives from the run directory (with model/
 # and run_status.json)
-PUBLISHED_FILES = ("metrics", "metadata", "predictions", "valid_predictions", "oof_predictions",
-                   "exp_config", "collapse_report")
+PUBLISHED_FILES = (
+    "metrics",
+    "metadata",
+    "predictions",
+    "valid_predictions",
+    "oof_predictions",
+    "exp_config",
+    "collapse_report",
+)
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ class TreeEnsemble:
 
     def save(self, path: Path) -> None:
         """One ``.npz`` of plain arrays."""
-        np.savez(path, **self.arrays)
+        np.savez(path, **self.arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> TreeEnsemble:

@@ -94,7 +94,7 @@ def fit_fusion(
             raise ValueError(f"fusion: the {name} labels hold one class only")
     torch.manual_seed(seed)
     net = FusionNet(train_z.shape[1], cfg.hidden_dim)
-    x, y = torch.tensor(train_z, dtype=torch.float32), torch.tensor(train_y, dtype=torch.float32)
+    x, ty = torch.tensor(train_z, dtype=torch.float32), torch.tensor(train_y, dtype=torch.float32)
     vx, vy = torch.tensor(valid_z, dtype=torch.float32), torch.tensor(valid_y, dtype=torch.float32)
     w = None if train_weights is None else torch.tensor(train_weights, dtype=torch.float32)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -102,7 +102,7 @@ def fit_fusion(
     best, best_state, since, history = float("inf"), copy.deepcopy(net.state_dict()), 0, []
     for epoch in range(cfg.epochs):
         net.train()
-        loss = loss_fn(net(x), y, weight=w)
+        loss = loss_fn(net(x), ty, weight=w)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -385,6 +385,25 @@ def test_aggregate_all_picks_best_model_and_fails_on_collapse(tmp_path):
     assert datetime.fromisoformat(on_disk["generated_at"]).tzinfo is not None
 
 
+def test_the_best_model_is_chosen_by_the_threshold_objective_and_judged_on_its_metrics(tmp_path):
+    for seed in (1, 2, 3):
+        write_seed(tmp_path, "gnn", seed, f1=0.8, accuracy=0.70)
+        write_seed(tmp_path, "transformer", seed, f1=0.6, accuracy=0.75)
+    by_accuracy = TrainingPlan(models=["gnn", "transformer"], seeds=[1, 2, 3],
+                               train={"threshold_objective": "accuracy"})  # fmt: skip
+    criteria = SuccessCriteria(min_mean_f1=0.0, trivial_metrics=["accuracy", "roc_auc"])
+    summary = aggregate_all(tmp_path, by_accuracy, criteria)
+    assert summary["best_overall_model"] == "transformer"
+    assert summary["best_overall_selected_by"] == "accuracy"
+    assert summary["best_overall_value"] == pytest.approx(0.75)
+    checks = _checks(summary)
+    assert checks["beats_chance_roc_auc:gnn"]["passed"]
+    assert checks["beats_chance_roc_auc:gnn"]["threshold"] == 0.5
+    assert "beats_all_vulnerable_f1:gnn" not in checks  # not among criteria.trivial_metrics
+    by_f1 = aggregate_all(tmp_path, plan("gnn", "transformer"), SuccessCriteria())
+    assert by_f1["best_overall_model"] == "gnn" and by_f1["best_overall_selected_by"] == "f1"
+
+
 def test_every_check_names_its_model_and_explains_itself(tmp_path):
     for seed in (1, 2, 3):
         write_seed(tmp_path, "transformer", seed, f1=0.8)
