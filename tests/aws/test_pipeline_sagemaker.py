@@ -94,6 +94,36 @@ def _spec_ran(run_dir: Path) -> dict:
     return saved
 
 
+def test_fold_jobs_run_on_sagemaker_and_feed_the_fusion(
+    prefect_harness, sagemaker_endpoints, emulator, moto_server, tmp_path
+):
+    """Each fold x model x seed is its own SageMaker job (distinct names and checkpoints); the
+    out-of-fold and validation predictions come back, and the fusion trains on them."""
+    from streamguard_core.config import TrainingPlan
+    from streamguard_core.io import read_jsonl
+    from streamguard_core.preprocess.run import preprocess
+    from streamguard_core.training.job import run_job
+    from streamguard_core.training.paths import RunPaths
+
+    config = load_yaml(PRESET, PipelineConfig)
+    assert config.sagemaker is not None and config.sagemaker.bucket
+    client("s3", moto_server).create_bucket(Bucket=config.sagemaker.bucket)
+    data = tmp_path / "data"
+    preprocess(config.data, config.preprocessing, data, show_progress=False)
+    plan = TrainingPlan(models=["baseline"], seeds=[42], fusion=True, n_folds=2)
+    root = tmp_path / "sagemaker"
+    specs = plan.jobs(data, root) + plan.oof_jobs(data, root)
+    statuses = sagemaker_jobs_flow(str(data), specs, str(root), config.sagemaker)
+    assert [s.status for s in statuses] == ["completed"] * 3, statuses
+    assert len({s.job_name for s in statuses}) == 3  # one job per fold, names never collide
+    held = [r for spec in specs[1:] for r in read_jsonl(RunPaths(spec.run_dir).oof_predictions)]
+    train = list(read_jsonl(data / "train" / "records.jsonl"))
+    assert sorted(r["id"] for r in held) == sorted(r["id"] for r in train)
+    assert RunPaths(specs[0].run_dir).valid_predictions.is_file()
+    (fusion,) = plan.fusion_jobs(data, root)
+    assert run_job(fusion).status == "completed"
+
+
 @pytest.mark.integration
 def _wait_until_training(emulator, out: Path, name_suffix: str, timeout_s: float = 180):
     """The emulator's job whose name ends with ``name_suffix``, once it is Training and the
