@@ -30,33 +30,38 @@ TREES_FILE = "trees.npz"
 
 
 class BaselineDetector:
-    """TF-IDF + logistic regression with a validation-tuned decision threshold."""
+    """TF-IDF + logistic regression (or trees over code metrics) with a validation-tuned
+    decision threshold."""
 
     kind = "baseline"
 
     def __init__(self, config: BaselineConfig | None = None, seed: int = 42) -> None:
         self.config = config or BaselineConfig()
         self.seed = seed
-        by_features: dict[str, dict[str, Any]] = {
-            "tokens": {"token_pattern": CODE_TOKEN_PATTERN},
-            "chars": {"analyzer": "char_wb"},
-            "metrics": {"token_pattern": CODE_TOKEN_PATTERN},  # unused: trees over metrics
-        }
-        self.vectorizer = TfidfVectorizer(
-            **by_features[self.config.features],
-            lowercase=False,
-            ngram_range=(self.config.ngram_min, self.config.ngram_max),
-            min_df=self.config.min_df,
-            max_features=self.config.max_features,
-            sublinear_tf=True,
-            dtype=np.float32,
-        )
-        self.classifier = LogisticRegression(
-            C=self.config.C,
-            class_weight=None if self.config.class_weight == "none" else "balanced",
-            max_iter=self.config.max_iter,
-            random_state=self.seed,
-        )
+        # tokens/chars: TF-IDF + logistic regression; metrics: trees (``self.trees``) instead
+        self.vectorizer: TfidfVectorizer | None = None
+        self.classifier: LogisticRegression | None = None
+        if not self.uses_metrics:
+            analyzer: dict[str, Any] = (
+                {"analyzer": "char_wb"}
+                if self.config.features == "chars"
+                else {"token_pattern": CODE_TOKEN_PATTERN}
+            )
+            self.vectorizer = TfidfVectorizer(
+                **analyzer,
+                lowercase=False,
+                ngram_range=(self.config.ngram_min, self.config.ngram_max),
+                min_df=self.config.min_df,
+                max_features=self.config.max_features,
+                sublinear_tf=True,
+                dtype=np.float32,
+            )
+            self.classifier = LogisticRegression(
+                C=self.config.C,
+                class_weight=None if self.config.class_weight == "none" else "balanced",
+                max_iter=self.config.max_iter,
+                random_state=self.seed,
+            )
         self.trees: TreeEnsemble | None = None  # features "metrics": the fitted ensemble
         self.threshold = 0.5
         self.metadata: dict[str, Any] = {}
@@ -65,6 +70,12 @@ class BaselineDetector:
     def uses_metrics(self) -> bool:
         """Code metrics + gradient-boosted trees instead of TF-IDF + logistic regression."""
         return self.config.features == "metrics"
+
+    def _text_model(self) -> tuple[TfidfVectorizer, LogisticRegression]:
+        """The TF-IDF vectorizer and classifier (features tokens or chars)."""
+        if self.vectorizer is None or self.classifier is None:
+            raise ValueError(f"features {self.config.features!r} has no TF-IDF model")
+        return self.vectorizer, self.classifier
 
     def _fit_metrics(self, funcs: list[str], labels: np.ndarray,
                      sample_weight: np.ndarray | None) -> None:  # fmt: skip
@@ -100,8 +111,9 @@ class BaselineDetector:
         if self.uses_metrics:
             self._fit_metrics(train_funcs, np.asarray(train_labels), sample_weight)
         else:
-            x = self.vectorizer.fit_transform(train_funcs)
-            self.classifier.fit(x, np.asarray(train_labels), sample_weight=sample_weight)
+            vectorizer, classifier = self._text_model()
+            x = vectorizer.fit_transform(train_funcs)
+            classifier.fit(x, np.asarray(train_labels), sample_weight=sample_weight)
         fit_s = time.perf_counter() - t0
         metrics: dict[str, Any] = {}
         if valid_funcs is not None and valid_labels is not None:
@@ -112,7 +124,9 @@ class BaselineDetector:
         self.metadata = {
             "fit_seconds": round(fit_s, 2),
             "train_size": len(train_funcs),
-            "vocabulary_size": None if self.uses_metrics else len(self.vectorizer.vocabulary_),
+            "vocabulary_size": (
+                None if self.uses_metrics else len(self._text_model()[0].vocabulary_)
+            ),
             "valid_metrics": metrics,
         }
         return metrics
@@ -123,7 +137,8 @@ class BaselineDetector:
             if self.trees is None:
                 raise ValueError("the metrics model is not fitted")
             return self.trees.predict_proba(metrics_matrix(funcs))
-        return self.classifier.predict_proba(self.vectorizer.transform(funcs))[:, 1]
+        vectorizer, classifier = self._text_model()
+        return classifier.predict_proba(vectorizer.transform(funcs))[:, 1]
 
     def save(self, model_dir: str | Path, extra_card: dict[str, Any] | None = None) -> Path:
         """Write vocabulary.json, weights.npz and model_card.json (no pickle)."""
@@ -133,13 +148,14 @@ class BaselineDetector:
             assert self.trees is not None
             self.trees.save(out / TREES_FILE)
         else:
-            vocab = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
+            vectorizer, classifier = self._text_model()
+            vocab = {term: int(i) for term, i in vectorizer.vocabulary_.items()}
             (out / "vocabulary.json").write_text(json.dumps(vocab, ensure_ascii=False))
             np.savez(
                 out / "weights.npz",
-                idf=self.vectorizer.idf_.astype(np.float64),
-                coef=self.classifier.coef_.astype(np.float64),
-                intercept=self.classifier.intercept_.astype(np.float64),
+                idf=vectorizer.idf_.astype(np.float64),
+                coef=classifier.coef_.astype(np.float64),
+                intercept=classifier.intercept_.astype(np.float64),
             )
         card = {
             "kind": self.kind,
@@ -172,14 +188,11 @@ class BaselineDetector:
         vocab = json.loads((root / "vocabulary.json").read_text())
         with np.load(root / "weights.npz", allow_pickle=False) as w:
             idf, coef, intercept = w["idf"], w["coef"], w["intercept"]
-        det.vectorizer.set_params(vocabulary=vocab)
-        det.vectorizer.fit(["x"])  # fixes the vocabulary; idf is set just below
-        det.vectorizer.idf_ = idf
-        det.classifier.classes_ = np.array([0, 1])
-        det.classifier.coef_ = coef
-        det.classifier.intercept_ = intercept
-        det.threshold = float(card["threshold"])
-        det.metadata = {
-            k: v for k, v in card.items() if k not in ("kind", "config", "seed", "threshold")
-        }
+        vectorizer, classifier = det._text_model()
+        vectorizer.set_params(vocabulary=vocab)
+        vectorizer.fit(["x"])  # fixes the vocabulary; idf is set just below
+        vectorizer.idf_ = idf
+        classifier.classes_ = np.array([0, 1])
+        classifier.coef_ = coef
+        classifier.intercept_ = intercept
         return det

@@ -430,17 +430,7 @@ def _walk(
                     start, end = node.start_byte, node.end_byte
                     if end > start:
                         add_norm(src[start:end])  # other named leaves: true, NULL, this ...
-            elif act == _IDENT:
-                text = src[node.start_byte : node.end_byte]
-                add_tpos(current)
-                add_tval(crc32(text) % mod + 1)
-                add_norm(text if text in keywords else b"ID")
-                prev = last_use.get(text)
-                if prev is not None:
-                    add_usrc(prev)
-                    add_udst(current)
-                last_use[text] = current
-            elif act == _VAR:  # an identifier, plus its data-flow edges
+            elif act in (_IDENT, _VAR):  # _VAR: also a variable's data-flow edges
                 start = node.start_byte
                 text = src[start : node.end_byte]
                 add_tpos(current)
@@ -451,33 +441,34 @@ def _walk(
                     add_usrc(prev)
                     add_udst(current)
                 last_use[text] = current
-                while deferred and deferred[-1][0] <= start:  # writes whose expression ended
-                    _, w_name, w_node, w_flags = deferred.pop()
-                    if w_flags & _WRITE:
-                        last_write[w_name] = w_node
-                    if w_flags & _DEF:
-                        declared[w_name] = w_node
-                role = targets.pop(start, None) if targets else None
-                flags, effective = (_READ, 0) if role is None else role
-                if flags & _READ:
-                    prev = last_write.get(text)
-                    if prev is not None:
-                        add_fsrc(prev)
-                        add_fdst(current)
-                        add_ftype(LAST_WRITE)
-                if not flags & _DEF:
-                    prev = declared.get(text)
-                    if prev is not None:
-                        add_fsrc(prev)
-                        add_fdst(current)
-                        add_ftype(DEF_USE)
-                if effective:
-                    deferred.append((effective, text, current, flags))
-                else:
-                    if flags & _WRITE:
-                        last_write[text] = current
-                    if flags & _DEF:
-                        declared[text] = current
+                if act == _VAR:
+                    while deferred and deferred[-1][0] <= start:  # writes whose expression ended
+                        _, w_name, w_node, w_flags = deferred.pop()
+                        if w_flags & _WRITE:
+                            last_write[w_name] = w_node
+                        if w_flags & _DEF:
+                            declared[w_name] = w_node
+                    role = targets.pop(start, None) if targets else None
+                    flags, effective = (_READ, 0) if role is None else role
+                    if flags & _READ:
+                        prev = last_write.get(text)
+                        if prev is not None:
+                            add_fsrc(prev)
+                            add_fdst(current)
+                            add_ftype(LAST_WRITE)
+                    if not flags & _DEF:
+                        prev = declared.get(text)
+                        if prev is not None:
+                            add_fsrc(prev)
+                            add_fdst(current)
+                            add_ftype(DEF_USE)
+                    if effective:
+                        deferred.append((effective, text, current, flags))
+                    else:
+                        if flags & _WRITE:
+                            last_write[text] = current
+                        if flags & _DEF:
+                            declared[text] = current
             elif act == _LITERAL:
                 start = node.start_byte
                 if src[start] in _SIGNS:

@@ -533,12 +533,5 @@ def evaluate_best(s: TrainState, test_dir: str | Path | None = None) -> dict[str
     atomic_write_json(s.paths.metrics, results)
     if last_probs is not None:
         data, probs = last_probs
-        write_jsonl(
-            s.paths.predictions,
-            (
-                {"id": r["id"], "label": int(r["label"]), "probability": float(p),
-                 "prediction": int(p >= s.best_threshold)}
-                for r, p in zip(data.split.records, probs, strict=True)
-            ),
-        )  # fmt: skip
+        write_predictions(s.paths.predictions, data.split.records, probs, s.best_threshold)
     return results

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from streamguard_core.config import BaselineConfig, TrainConfig, TrainJobSpec
-from streamguard_core.io import atomic_write_json, write_jsonl
+from streamguard_core.io import atomic_write_json
 from streamguard_core.models.adapters import adapter_for, resolve_device
 from streamguard_core.preprocess.dataset import ProcessedDataset
 from streamguard_core.training.batch_size import auto_batch_size
@@ -125,7 +125,8 @@ def train_job(
 
 
 def train_baseline(spec: TrainJobSpec) -> dict[str, Any]:
-    """Fit the TF-IDF baseline on the train split; the same files a neural run writes.
+    """Fit a baseline-kind detector (TF-IDF tokens or chars, or code-metrics trees) on the train
+    split (its K-1 folds for a fold job); the same files a neural run writes.
 
     Writes ``metrics.json`` (valid, and test when the data has one), ``predictions.jsonl`` (test,
     else valid), ``training_metadata.json`` (no curves), ``exp_config.json`` and ``model/``.
@@ -152,29 +153,19 @@ def train_baseline(spec: TrainJobSpec) -> dict[str, Any]:
                 target_precision=spec.train.target_precision,
             )
         }  # fmt: skip
-        write_predictions(
-            paths.valid_predictions, valid.records,
-            detector.predict_proba([r["func"] for r in valid.records]), detector.threshold,
-        )  # fmt: skip
+        valid_probs = detector.predict_proba([r["func"] for r in valid.records])
+        write_predictions(paths.valid_predictions, valid.records, valid_probs, detector.threshold)
         if held_out is not None:
             held = [train.records[i] for i in held_out]
             write_predictions(paths.oof_predictions, held,
                               detector.predict_proba([r["func"] for r in held]),
                               detector.threshold)  # fmt: skip
-        scored = valid
+        scored, probs = valid, valid_probs
         if data.has_split("test"):
             scored = data.split("test")
-        probs = detector.predict_proba([r["func"] for r in scored.records])
-        if scored is not valid:
+            probs = detector.predict_proba([r["func"] for r in scored.records])
             results["test"] = classification_metrics(scored.labels, probs, detector.threshold)
-        write_jsonl(
-            paths.predictions,
-            (
-                {"id": r["id"], "label": int(r["label"]), "probability": float(p),
-                 "prediction": int(p >= detector.threshold)}
-                for r, p in zip(scored.records, probs, strict=True)
-            ),
-        )  # fmt: skip
+        write_predictions(paths.predictions, scored.records, probs, detector.threshold)
         if paths.model.exists():
             shutil.rmtree(paths.model)
         detector.save(paths.model, extra_card={
