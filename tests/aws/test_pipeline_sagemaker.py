@@ -144,6 +144,7 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
 ):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
     from streamguard_core.backends.local import LocalBackend
     from streamguard_core.preprocess.run import preprocess
@@ -192,8 +193,9 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     assert set(listed["jobs"]) == {f"{s.name}/seed_{s.seed}" for s in sm_specs}
     assert "testing" not in json.dumps(listed)  # the kept job specs hold no secrets
     with get_client(sync_client=True) as prefect:
-        costs = prefect.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sagemaker-costs"]))
+        costs = prefect.read_artifacts(  # this run's: the newest (other tests publish too)
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sagemaker-costs"])),
+            sort=ArtifactSort.CREATED_DESC,
         )
     assert costs and {r["model"] for r in json.loads(costs[0].data)} == {
         "baseline", "gnn", "transformer"}  # fmt: skip
