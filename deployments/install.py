@@ -12,6 +12,8 @@ It installs:
 
 - the process work pools ``streamguard-local`` (the deployments in ``prefect.yaml``) and
   ``streamguard-sagemaker`` (for the SageMaker backend);
+- the collectors' rate limits ``collect-<source>`` (global concurrency limits with slot decay,
+  e.g. NVD's 5 requests per 30 s), which every ``collect`` flow run shares;
 - the ``streamguard-alerts`` Custom Webhook notification block, posting Slack-compatible JSON
   ``{"text": "<subject>\\n<body>"}`` to the webhook URL;
 - the automations in ``deployments/automations.yaml``, which notify through that block.
@@ -52,6 +54,15 @@ WORK_POOLS: dict[str, str] = {
         "StreamGuard process worker for the SageMaker backend: submits and polls SageMaker "
         "training jobs (needs AWS credentials, no GPU)."
     ),
+}
+
+# Rate limits of the collectors (global concurrency limits with slot decay; the collect flow
+# takes a slot before every request): (slots, slots freed per second).
+RATE_LIMITS: dict[str, tuple[int, float]] = {
+    "collect-nvd": (5, 5 / 30),  # NVD without a key: 5 requests per rolling 30 s
+    "collect-github": (10, 5000 / 3600),  # GitHub REST with a token: 5,000 requests per hour
+    "collect-osv": (10, 10.0),  # OSV publishes no limit; stay polite
+    "collect-exploitdb": (1, 1.0),
 }
 
 Report = Callable[[str], None]
@@ -159,6 +170,29 @@ async def install_work_pools(client: PrefectClient, report: Report) -> None:
         report(f"work pool {name}: exists, description updated, job template kept{note}")
 
 
+async def install_rate_limits(client: PrefectClient, report: Report) -> None:
+    """Create or update the collectors' rate limits (:data:`RATE_LIMITS`)."""
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
+    from prefect.exceptions import ObjectNotFound
+
+    for name, (limit, decay) in RATE_LIMITS.items():
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, slot_decay_per_second=decay)
+            )
+            report(f"rate limit {name}: created ({limit} slots, {decay:.3g}/s)")
+            continue
+        await client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(limit=limit, slot_decay_per_second=decay)
+        )
+        report(f"rate limit {name}: exists, updated ({limit} slots, {decay:.3g}/s)")
+
+
 async def find_block(client: PrefectClient, name: str) -> UUID | None:
     """The id of the Custom Webhook block document called ``name``, or None."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -234,6 +268,7 @@ async def install(webhook_url: str | None, skip_automations: bool, report: Repor
     try:
         async with get_client() as client:
             await install_work_pools(client, report)
+            await install_rate_limits(client, report)
             block_id: UUID | None = None
             if webhook_url:
                 block_id = await install_webhook_block(client, block_name, webhook_url, report)

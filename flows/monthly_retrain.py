@@ -5,7 +5,14 @@ on the *same* validation data (the refreshed data set's valid split); the file-b
 (``registry_dir``: versions, ``production.json`` pointer, ``history.jsonl``) moves its
 production pointer only when the candidate's F1 beats production's by ``min_improvement``.
 
+With ``collect`` set, the data is refreshed through the collectors too: the ``collect`` flow
+runs into ``<root>/collected`` (when every online source fails, its ``offline_fallback`` file
+source is collected instead), then the ``phase2`` flow weights the collected functions by the
+new phase-1 models, retrains on the merged data and compares the phases; the candidate is
+then the phase-2 best model (phase 1's when phase 2 completed no model).
+
     python -m flows.monthly_retrain --preset quick
+    python -m flows.monthly_retrain --preset quick --collect file
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ from typing import Any
 
 from prefect import flow
 
+from flows.collect import collect as collect_flow
+from flows.phase2 import phase2 as phase2_flow
 from flows.pipeline import streamguard_pipeline
 from flows.train_production import stop_jobs_under
-from streamguard_core.config import PipelineConfig
+from streamguard_core.config import CollectConfig, Phase2Config, PipelineConfig
 from tasks.registry import promote_if_better
 
 
@@ -44,16 +53,21 @@ def monthly_retrain(
     config: PipelineConfig = PipelineConfig(output_root="runs/monthly"),  # noqa: B008
     registry_dir: str = "runs/registry",
     min_improvement: float = 0.0,
+    collect: CollectConfig | None = None,
+    phase2: Phase2Config | None = None,
 ) -> dict[str, Any]:
     """Retrain into ``<config.output_root>/<UTC date>``; returns the promotion decision.
 
     The whole pipeline config applies (``backend: sagemaker`` trains on SageMaker with
     ``config.sagemaker``). A run that fails its success criteria ends Failed before any
-    promotion: a candidate must pass them to be compared with production.
+    promotion: a candidate must pass them to be compared with production. ``collect`` (with
+    ``phase2``'s noise and merge settings; its retraining run is ``config``) adds phase 2.
     """
     root = run_root(config.output_root, datetime.now(UTC))
     summary = streamguard_pipeline(config.model_copy(update={"output_root": root}))
     best = summary.get("best_seed")
+    if collect is not None:
+        best = refresh_and_retrain(config, root, collect, phase2) or best
     if not best or not best.get("model_dir"):
         raise NoCandidate(f"no completed model in {root}: see its production_report.md")
     decision = promote_if_better(
@@ -71,9 +85,42 @@ def monthly_retrain(
     return decision
 
 
+def refresh_and_retrain(
+    config: PipelineConfig, root: str, collect: CollectConfig, phase2: Phase2Config | None
+) -> dict[str, Any] | None:
+    """Collect (offline fallback when every online source fails), then phase 2 over the new
+    phase-1 run; returns phase 2's best seed (None when it completed no model)."""
+    collected = str(Path(root) / "collected")
+    settings = collect.model_copy(update={"output_dir": collected})
+    state = collect_flow(settings, return_state=True)
+    failed = not state.is_completed()
+    if failed or not state.result()["totals"].get("functions"):
+        why = state.message if failed else "no function collected"
+        if collect.offline_fallback is None:
+            raise NoCandidate(f"collection failed and no offline fallback: {why}")
+        print(f"collection failed ({why}); falling back to the offline source")
+        fallback = settings.model_copy(
+            update={"sources": [collect.offline_fallback], "output_dir": f"{collected}-offline"}
+        )
+        collect_flow(fallback)
+        collected = fallback.output_dir
+    p2 = (phase2 or Phase2Config()).model_copy(
+        update={
+            "phase1_root": root,
+            "collected_dir": collected,
+            "output_root": str(Path(root) / "phase2"),
+            "retrain": config,
+        }
+    )
+    result = phase2_flow(p2)
+    return result.get("best_seed")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.monthly_retrain``: one retraining run with a preset; 1 when it fails."""
     from flows.presets import exit_status, load_preset, override, preset_names
+    from streamguard_core.collect.cli import DEFAULT_SOURCES
+    from streamguard_core.config import SOURCE_KINDS
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,9 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-root", default="runs/monthly")
     parser.add_argument("--registry-dir", default="runs/registry")
     parser.add_argument("--min-improvement", type=float, default=0.0)
+    parser.add_argument(
+        "--collect", action="append", choices=SOURCE_KINDS, default=[],
+        help="refresh the data through these collectors and add phase 2 (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     config = override(load_preset(args.preset), output_root=args.output_root)
-    state = monthly_retrain(config, args.registry_dir, args.min_improvement, return_state=True)
+    collect = None
+    if args.collect:
+        collect = CollectConfig(sources=[DEFAULT_SOURCES[k]() for k in args.collect])
+    state = monthly_retrain(
+        config, args.registry_dir, args.min_improvement, collect, return_state=True
+    )
     return exit_status(state, "monthly-retrain")
 
 

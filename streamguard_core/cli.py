@@ -806,6 +806,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
+    from streamguard_core.collect.cli import add_collect_parser
+
+    add_collect_parser(sub)
+
     demo = sub.add_parser(
         "demo",
         help="the data stages on the embedded synthetic data, without Prefect: synthesize -> "

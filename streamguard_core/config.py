@@ -12,6 +12,16 @@
     ├── criteria: SuccessCriteria
     └── sagemaker: SageMakerConfig  (backend=sagemaker)
 
+    CollectConfig                   the ``collect`` flow's parameter
+    ├── sources: [OSV | GitHub | NVD | ExploitDB | File]SourceConfig (by ``kind``)
+    ├── http: HttpConfig            timeouts, retries, the longest wait honoured
+    └── fixes: FixExtractConfig     the git fix extractor
+
+    Phase2Config                    the ``phase2`` flow's parameter
+    ├── noise: NoiseConfig          confidence tiers and weights, priors
+    ├── merge: MergeConfig          project split, distribution-check bounds
+    └── retrain: PipelineConfig     the phase-2 training run
+
     TrainJobSpec(model, train, seed, data_dir, run_dir)   one run; TrainingPlan.jobs() makes them
 
 The CLI builds its flags from these fields, the Prefect UI renders them as forms, a run saves
@@ -756,3 +766,285 @@ def save_yaml(obj: BaseModel, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(obj.model_dump(mode="json"), sort_keys=False))
     return path
+
+
+# --------------------------------------------------------------------------- phase 2: collection
+
+
+class HttpConfig(BaseModel):
+    """How a collector talks to a service: timeouts, retries and the longest wait it accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(30.0, gt=0, description="Connect/read timeout of one request.")
+    max_retries: int = Field(
+        5, ge=0, description="Retries of one request on 429, 5xx, timeouts and truncated bodies."
+    )
+    backoff_s: float = Field(1.0, ge=0, description="First backoff (doubles per retry, jittered).")
+    max_wait_s: float = Field(
+        120.0,
+        ge=0,
+        description="Longest single wait honoured (Retry-After, rate-limit reset); a longer one "
+        "counts as a rate limit that does not recover.",
+    )
+    user_agent: str = Field("streamguard-collector", description="User-Agent header.")
+
+
+class OSVSourceConfig(BaseModel):
+    """OSV (osv.dev): the bulk export zip of an ecosystem, or the query API per package."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["osv"] = Field("osv", description="Source discriminator.")
+    api_url: str = Field("https://api.osv.dev", description="OSV API base URL.")
+    export_url: str = Field(
+        "https://osv-vulnerabilities.storage.googleapis.com",
+        description="Bulk export base URL (<export_url>/<ecosystem>/all.zip).",
+    )
+    ecosystem: str = Field("OSS-Fuzz", description="OSV ecosystem.")
+    mode: Literal["export", "query"] = Field(
+        "export",
+        description="export: the ecosystem's all.zip; query: /v1/querybatch over `packages`, "
+        "then /v1/vulns/{id} per hit.",
+    )
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Package (project) names; empty in export mode = every record.",
+    )
+    batch_size: int = Field(100, ge=1, le=1000, description="Queries per /v1/querybatch call.")
+
+
+class GitHubSourceConfig(BaseModel):
+    """GitHub security advisories (REST ``/advisories``): fix commits from their references."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["github"] = Field("github", description="Source discriminator.")
+    api_url: str = Field("https://api.github.com", description="GitHub REST API base URL.")
+    token_env: str = Field("GITHUB_TOKEN", description="Environment variable holding a token.")
+    token_secret_block: str | None = Field(
+        None, description="Prefect Secret block holding a token (preferred over token_env)."
+    )
+    advisory_type: Literal["reviewed", "unreviewed", "malware"] = Field(
+        "reviewed", description="`type` query parameter."
+    )
+    cwes: list[str] = Field(default_factory=list, description="`cwes` filter, e.g. CWE-787.")
+    published_since: str | None = Field(None, description="`published` lower bound (ISO date).")
+    per_page: int = Field(100, ge=1, le=100, description="Advisories per page.")
+
+
+class NVDSourceConfig(BaseModel):
+    """NVD CVE API 2.0: CVEs whose references name a fix commit (``Patch`` references)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["nvd"] = Field("nvd", description="Source discriminator.")
+    api_url: str = Field(
+        "https://services.nvd.nist.gov/rest/json/cves/2.0", description="CVE API 2.0 URL."
+    )
+    api_key_env: str = Field("NVD_API_KEY", description="Environment variable with an API key.")
+    api_key_secret_block: str | None = Field(
+        None, description="Prefect Secret block with an API key (preferred over api_key_env)."
+    )
+    keyword: str | None = Field(None, description="`keywordSearch` (e.g. a project name).")
+    cwe: str | None = Field(None, description="`cweId` filter, e.g. CWE-787.")
+    pub_start: str | None = Field(None, description="`pubStartDate` (ISO 8601, with pub_end).")
+    pub_end: str | None = Field(None, description="`pubEndDate` (at most 120 days after start).")
+    results_per_page: int = Field(2000, ge=1, le=2000, description="`resultsPerPage`.")
+    request_interval_s: float | None = Field(
+        None,
+        ge=0,
+        description="Seconds between requests (default: NVD's limits, 6 s without a key and "
+        "0.6 s with one: 5 or 50 requests per rolling 30 s).",
+    )
+
+
+class ExploitDBSourceConfig(BaseModel):
+    """The ExploitDB index CSV: which CVEs have a public exploit (metadata for other sources)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["exploitdb"] = Field("exploitdb", description="Source discriminator.")
+    index_url: str = Field(
+        "https://gitlab.com/exploit-database/exploitdb/-/raw/main/files_exploits.csv",
+        description="URL (or local path) of files_exploits.csv.",
+    )
+
+
+class FileSourceConfig(BaseModel):
+    """The offline source: OSV records + functions already extracted from their fix commits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["file"] = Field("file", description="Source discriminator.")
+    records: str = Field(
+        "../shared/data/osv_ossfuzz_records.jsonl.gz",
+        description="OSV records in the OSV API's JSON shape (JSONL, gzip ok).",
+    )
+    functions: str = Field(
+        "../shared/data/ossfuzz_fixes.jsonl.gz",
+        description="Function versions before/after fix commits (the ossfuzz_fixes shape).",
+    )
+
+
+SourceConfig = Annotated[
+    OSVSourceConfig
+    | GitHubSourceConfig
+    | NVDSourceConfig
+    | ExploitDBSourceConfig
+    | FileSourceConfig,
+    Field(discriminator="kind"),
+]
+SOURCE_KINDS = ("osv", "github", "nvd", "exploitdb", "file")
+
+
+class FixExtractConfig(BaseModel):
+    """Turning (repository, fix commit) into labelled function versions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Extract functions from the fix commits found.")
+    repos: dict[str, str] = Field(
+        default_factory=dict,
+        description="Repository overrides: a project name or repository URL -> a URL, local "
+        "path or file:// URL (mirrors, local clones).",
+    )
+    cache_dir: str | None = Field(
+        None, description="Where fetched repositories are kept (default <output_dir>/git)."
+    )
+    max_files_per_commit: int = Field(
+        20, ge=1, description="Skip fix commits changing more C/C++ files than this."
+    )
+    max_func_chars: int = Field(
+        20_000, ge=100, description="Skip function pairs with a version longer than this."
+    )
+    max_commits: int | None = Field(
+        None, ge=1, description="Extract at most this many fix commits (quick runs)."
+    )
+    git_timeout_s: float = Field(
+        600.0, gt=0, description="Seconds one git command (a fetch) may run before it is killed."
+    )
+
+
+class CollectConfig(BaseModel):
+    """The parameter of the ``collect`` flow: which sources, where the results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: list[SourceConfig]([FileSourceConfig()]),
+        description="Sources to collect from (run concurrently).",
+    )
+    output_dir: str = Field("runs/collected", description="Where collected data goes.")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="HTTP behaviour.")
+    fixes: FixExtractConfig = Field(
+        default_factory=FixExtractConfig, description="The git fix extractor."
+    )
+    dedup_against: list[str] = Field(
+        default_factory=list,
+        description="Data already held (processed data dirs or input files): collected "
+        "functions equal to one of them (normalized) are counted as deduplicated.",
+    )
+    max_items: int | None = Field(
+        None, ge=1, description="Per source: stop after this many advisories (quick runs)."
+    )
+    offline_fallback: FileSourceConfig | None = Field(
+        default_factory=FileSourceConfig,
+        description="monthly-retrain: collect from this when every online source fails.",
+    )
+
+
+# --------------------------------------------------------------------------- phase 2
+
+
+class NoiseConfig(BaseModel):
+    """Noise reduction by phase-1 confidence: which collected labels are kept, at what weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    high_confidence: float = Field(
+        0.8, gt=0, lt=1, description="Ensemble confidence in the label above this: high_weight."
+    )
+    high_weight: float = Field(1.0, ge=0, description="Weight of confirmed labels.")
+    mid_confidence: float = Field(
+        0.6, gt=0, lt=1, description="Confidence in [mid, high]: mid_weight."
+    )
+    mid_weight: float = Field(0.3, ge=0, description="Weight of plausible labels.")
+    rest_fraction: float = Field(
+        0.1, ge=0, le=1, description="Share of the rest kept (seeded sample) at rest_weight."
+    )
+    rest_weight: float = Field(0.1, ge=0, description="Weight of the sampled rest.")
+    seed: int = Field(0, description="Seed of the rest sample.")
+    priors: list[Literal["in_crash_state", "single_change"]] = Field(
+        default_factory=list,
+        description="Noise signals used as priors on the label being right (odds multiplied "
+        "into the ensemble confidence): in_crash_state, single_change (n_changed_functions 1).",
+    )
+    crash_state_prior: float = Field(
+        0.8, gt=0, lt=1, description="P(label right) of an in_crash_state function."
+    )
+    single_change_prior: float = Field(
+        0.7, gt=0, lt=1, description="P(label right) of the only function its fix changed."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NoiseConfig:
+        if self.mid_confidence > self.high_confidence:
+            raise ValueError(
+                f"mid_confidence {self.mid_confidence} > high_confidence {self.high_confidence}"
+            )
+        return self
+
+
+class MergeConfig(BaseModel):
+    """Merging collected data into phase-1 data: the project split and the distribution check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test_projects: list[str] | None = Field(
+        None,
+        description="Collected projects held out as the phase-2 test split (never weighted or "
+        "trained on); default: a seeded share (test_project_fraction) of the projects.",
+    )
+    test_project_fraction: float = Field(
+        0.25, ge=0, lt=1, description="Share of collected projects held out for testing."
+    )
+    split_seed: int = Field(0, description="Seed of the project split.")
+    max_label_shift: float = Field(
+        0.10, ge=0, le=1, description="Warn when train's vulnerable share moves by more."
+    )
+    max_length_ks: float = Field(
+        0.15, ge=0, le=1, description="Warn when the KS statistic of function lengths is larger."
+    )
+    max_collected_share: float = Field(
+        0.30, ge=0, le=1, description="Warn when collected rows weigh more than this in train."
+    )
+    max_project_tv: float = Field(
+        0.30, ge=0, le=1, description="Warn when the projects' total-variation distance is larger."
+    )
+
+
+class Phase2Config(BaseModel):
+    """The parameter of the ``phase2`` flow: score -> weight -> merge -> retrain -> compare."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase1_root: str = Field(
+        "runs/pipeline", description="A finished pipeline run (its data/ and models x seeds)."
+    )
+    collected_dir: str = Field(
+        "runs/collected", description="A `collect` output directory (functions.jsonl per source)."
+    )
+    output_root: str = Field("runs/phase2", description="Where phase 2 writes.")
+    scorers: list[str] | None = Field(
+        None,
+        description="Phase-1 models (run names) whose every seed scores the collected functions "
+        "(default: every base model of the phase-1 run).",
+    )
+    noise: NoiseConfig = Field(default_factory=NoiseConfig, description="Noise reduction.")
+    merge: MergeConfig = Field(default_factory=MergeConfig, description="Merge and split.")
+    retrain: PipelineConfig = Field(
+        default_factory=lambda: PipelineConfig(),
+        description="The phase-2 training run: its plan, criteria and backend (data inputs, "
+        "output_root and train.use_weights are set by phase 2).",
+    )

@@ -15,6 +15,8 @@ PREFLIGHT_FAILED = "streamguard.preflight.failed"
 TRAINING_COLLAPSED = "streamguard.training.collapsed"
 MODEL_BELOW_THRESHOLD = "streamguard.model.below_threshold"
 PIPELINE_COMPLETED = "streamguard.pipeline.completed"
+DISTRIBUTION_SHIFT = "streamguard.phase2.distribution_shift"
+PHASE_COMPARED = "streamguard.phase2.compared"
 
 
 def emit(event: str, payload: dict[str, Any]) -> None:

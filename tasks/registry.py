@@ -61,7 +61,7 @@ def promote_if_better(
         ),
         description="Candidate vs production on the same validation data",
     )
-    return {"version": version, "previous": previous, **decision}
+    return {"version": version, "previous": previous, "model_dir": candidate_model_dir, **decision}
 
 
 def _fmt(value: float | None) -> str:

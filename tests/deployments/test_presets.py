@@ -146,6 +146,7 @@ def test_automations_file_parses_and_its_templates_are_valid():
         "streamguard.training.collapsed",
         "streamguard.model.below_threshold",
         "streamguard.preflight.failed",
+        "streamguard.phase2.distribution_shift",
     }
     assert set().union(*(a.trigger.expect for a in automations)) == expected
     for automation in automations:
