@@ -15,7 +15,9 @@
 
 Run it with the embedded, ephemeral Prefect::
 
-    python -m flows.phase2 --phase1-root runs/full --collected runs/collected --preset phase2
+    # the measured run (README "Phase 2"): the full preset's plan with one seed
+    python -m flows.phase2 --phase1-root runs/full --collected runs/collected
+        --preset full --seeds 42 --output-root runs/phase2
 """
 
 from __future__ import annotations

@@ -164,10 +164,12 @@ def test_install_creates_everything_once_and_reruns_update(
     prefect_server: PrefectServer, webhook_receiver: WebhookReceiver, installed: str
 ):
     assert "work pool streamguard-local: created" in installed
+    assert "rate limit collect-nvd: created (5 slots, 0.167/s)" in installed
     assert "block custom-webhook/streamguard-alerts: created" in installed
     url = webhook_receiver.url
     again = prefect_server.python("-m", "deployments.install", "--webhook-url", url)
     assert "work pool streamguard-local: exists" in again
+    assert "rate limit collect-github: exists, updated" in again
     assert "block custom-webhook/streamguard-alerts: updated" in again
     assert "created" not in again, again
 
@@ -187,9 +189,18 @@ def test_install_creates_everything_once_and_reruns_update(
         "streamguard-training-collapsed",
         "streamguard-model-below-threshold",
         "streamguard-preflight-failed",
+        "streamguard-phase2-distribution-shift",
     } <= set(automations)
+    limits = {limit.name: limit for limit in client_limits(prefect_server)}
+    assert limits["collect-nvd"].limit == 5 and limits["collect-nvd"].slot_decay_per_second > 0
     assert block.data["url"] == webhook_receiver.url
     assert block.data["json_data"] == {"text": "{{subject}}\n{{body}}"}
+
+
+def client_limits(server: PrefectServer) -> list:
+    """The server's global concurrency limits."""
+    with prefect_client(server) as client:
+        return client.read_global_concurrency_limits(limit=100, offset=0)
 
 
 def test_install_fails_clearly_when_the_server_is_unreachable(prefect_server: PrefectServer):
