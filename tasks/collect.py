@@ -62,7 +62,8 @@ def _secret(settings: SourceSettings) -> str | None:
         return None
     from prefect.blocks.system import Secret
 
-    return str(Secret.load(block).get())
+    secret: Secret = Secret.load(block)  # type: ignore[assignment]  # sync in a sync task
+    return str(secret.get())
 
 
 def _throttle(kind: str) -> Any:

@@ -380,10 +380,12 @@ def _run_online(
         from streamguard_core.collect.github import GitHubAdvisoryCollector
 
         collector = GitHubAdvisoryCollector(settings, client)
-    else:
+    elif isinstance(settings, NVDSourceConfig):
         from streamguard_core.collect.nvd import NVDCollector
 
         collector = NVDCollector(settings, client)
+    else:  # the file source is not an online source
+        raise ValueError(f"{settings.kind}: not an online source")
     if not cursor.get("done"):
         _drain_fixes(store, collector.iter_fixes(cursor), cursor, last, config.max_items)
     if config.fixes.enabled:

@@ -353,7 +353,7 @@ def noise_markdown(report: dict[str, Any]) -> str:
         "How the confidence agrees with the noise signals (a right label is more likely for a "
         "function in the crash state and for the only function its fix changed):",
         "",
-        "| signal | share of rows | mean confidence with | mean confidence without |",
+        "| signal | share of rows | mean confidence, rows with it | rows without it |",
         "|---|---:|---:|---:|",
     ]
     for name, sig in report["signals"].items():

@@ -25,9 +25,9 @@ TOKEN = "ghp_secretvalue0123456789"
 
 def test_collect_flow_uses_the_secret_block_and_the_rate_limit(
     prefect_harness,
-    fault_server,
+    fault_server,  # noqa: F811 (the imported fixture)
     tmp_path: Path,
-    caplog,  # noqa: F811
+    caplog,
 ) -> None:
     from prefect.blocks.system import Secret
     from prefect.client.orchestration import get_client

@@ -146,3 +146,22 @@ def test_a_missing_source_file_is_a_clear_error(tmp_path: Path) -> None:
     )
     summary = collect_all(config)
     assert "nope.jsonl" in summary["sources"][0]["error"]
+
+
+def test_streamguard_collect_command(tmp_path: Path, source, capsys) -> None:
+    from streamguard_core.cli import main
+    from streamguard_core.config import save_yaml
+
+    path = save_yaml(CollectConfig(sources=[source]), tmp_path / "collect.yaml")
+    out = tmp_path / "cli-out"
+    assert main(["collect", "--config", str(path), "--output-dir", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert printed["totals"]["functions"] == 10 and printed["output_dir"] == str(out)
+    assert (out / "collect_summary.json").exists()
+    # every source failing is exit 1, naming the problem
+    bad = save_yaml(
+        CollectConfig(sources=[FileSourceConfig(records=str(tmp_path / "nope.jsonl"))]),
+        tmp_path / "bad.yaml",
+    )
+    assert main(["collect", "--config", str(bad), "--output-dir", str(tmp_path / "o2")]) == 1
+    assert "nope.jsonl" in capsys.readouterr().out
