@@ -114,8 +114,11 @@ def _write_run(
     atomic_write_json(paths.metrics, {key: {"threshold": threshold}})
 
 
-def _read_split(data_dir: Path, split: str) -> tuple[list[str], list[str], list[int]] | str:
-    """ids, functions and labels of a split, or why it is skipped."""
+def _read_split(
+    data_dir: Path, split: str
+) -> tuple[list[str], list[str], list[int], list[str | None]] | str:
+    """ids, functions, labels and groups (a collected pair's ``pair_id``) of a split, or why
+    it is skipped."""
     path = data_dir / split / "records.jsonl"
     if not path.is_file():
         return f"split {split!r}: no {path}"
@@ -126,7 +129,48 @@ def _read_split(data_dir: Path, split: str) -> tuple[list[str], list[str], list[
         [str(r["id"]) for r in rows],
         [str(r["func"]) for r in rows],
         [int(r["label"]) for r in rows],
+        [r.get("group") for r in rows],
     )
+
+
+def pairwise_order(
+    groups: list[str | None], labels: list[int], probabilities: np.ndarray
+) -> dict[str, Any] | None:
+    """How often the version before a fix scores above the version after it.
+
+    A pair is a group holding exactly one label-1 and one label-0 function (the two versions
+    of one collected change). The two texts often differ by a line, so a function-level
+    detector gives them nearly the same score: ROC-AUC over such data stays near 0.5 unless
+    the model reads the changed lines. Returns the number of pairs, the share ordered right
+    (ties count half), the median score gap and the exact binomial p against 0.5 (ties
+    split), or None when the split has no pair.
+    """
+    members: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        if group:
+            members.setdefault(group, []).append(i)
+    right = ties = 0
+    gaps = []
+    for idx in members.values():
+        if len(idx) != 2 or sorted(labels[i] for i in idx) != [0, 1]:
+            continue
+        pre, post = sorted(idx, key=lambda i: -labels[i])
+        gap = float(probabilities[pre] - probabilities[post])
+        gaps.append(abs(gap))
+        right += gap > 0
+        ties += gap == 0
+    n = len(gaps)
+    if not n:
+        return None
+    from scipy.stats import binomtest
+
+    wins = right + ties // 2
+    return {
+        "pairs": n,
+        "pre_fix_higher": (right + ties / 2) / n,
+        "median_gap": float(np.median(gaps)),
+        "p_binomial": float(binomtest(wins, n, 0.5).pvalue),
+    }
 
 
 def _phase_metric(evaluation: dict[str, Any], name: str, metric: str) -> float | None:
@@ -204,7 +248,7 @@ def compare_phases(
     """
     data, out = Path(data_dir), Path(out_dir)
     notes: list[str] = []
-    loaded: dict[str, tuple[list[str], list[str], list[int]]] = {}
+    loaded: dict[str, tuple[list[str], list[str], list[int], list[str | None]]] = {}
     for split in splits:
         found = _read_split(data, split)
         if isinstance(found, str):
@@ -212,9 +256,9 @@ def compare_phases(
         else:
             loaded[split] = found
     # one scoring pass per root over every split's functions, then sliced per split
-    funcs = [f for _, split_funcs, _ in loaded.values() for f in split_funcs]
+    funcs = [f for _, split_funcs, _, _ in loaded.values() for f in split_funcs]
     bounds, start = {}, 0
-    for split, (ids, _, _) in loaded.items():
+    for split, (ids, _, _, _) in loaded.items():
         bounds[split] = (start, start + len(ids))
         start += len(ids)
     scores: dict[int, dict[str, list[SeedScores]]] = {1: {}, 2: {}}
@@ -231,7 +275,7 @@ def compare_phases(
             notes.append(f"{model}: {pairing[model]['note']}")
 
     result_splits: dict[str, Any] = {}
-    for split, (ids, _, labels) in loaded.items():
+    for split, (ids, _, labels, groups) in loaded.items():
         lo, hi = bounds[split]
         split_root = out / split
         written_seeds: dict[str, set[int]] = {m: set() for m in models}
@@ -260,7 +304,18 @@ def compare_phases(
                 out_dir=split_root / model,
                 alpha=alpha,
             )
+            pairwise = {
+                phase: pairwise_order(
+                    groups,
+                    labels,
+                    np.mean([r.probabilities[lo:hi] for r in scores[phase][model]], axis=0),
+                )
+                if scores[phase].get(model)
+                else None
+                for phase in (1, 2)
+            }
             per_model[model] = {
+                "pairwise": {"phase1": pairwise[1], "phase2": pairwise[2]},
                 "phase1": {
                     "roc_auc": _phase_metric(evaluation, b, "roc_auc"),
                     "accuracy": _phase_metric(evaluation, b, "accuracy"),
@@ -361,6 +416,27 @@ def phase_markdown(result: dict[str, Any]) -> str:
                     f"{_p(t['p_holm'])} | {verdict} |"
                 )
         lines.append("")
+        pair_rows = [
+            (model, entry["pairwise"])
+            for model, entry in part["models"].items()
+            if entry.get("pairwise", {}).get("phase1") or entry.get("pairwise", {}).get("phase2")
+        ]
+        if pair_rows:
+            lines += [
+                "Fix pairs (the version before a fix against the version after it, seed-mean "
+                "probabilities; 0.5 = a coin; p: exact binomial against 0.5):",
+                "",
+                "| model | pairs | phase 1: pre-fix higher | p | phase 2: pre-fix higher | p |",
+                "|---|---:|---:|---:|---:|---:|",
+            ]
+            for model, pw in pair_rows:
+                one, two = pw["phase1"] or {}, pw["phase2"] or {}
+                lines.append(
+                    f"| {model} | {one.get('pairs') or two.get('pairs')} | "
+                    f"{_num(one.get('pre_fix_higher'))} | {_p(one.get('p_binomial'))} | "
+                    f"{_num(two.get('pre_fix_higher'))} | {_p(two.get('p_binomial'))} |"
+                )
+            lines.append("")
     pairing = result["seed_pairing"]
     lines += ["Seeds paired:", ""]
     for model, p in pairing.items():

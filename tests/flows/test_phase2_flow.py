@@ -128,6 +128,10 @@ def test_phase2_weights_merges_retrains_and_compares(phase2_run) -> None:
     assert spec["train"]["use_weights"] is True
     comparison = json.loads((out / "comparison" / "phase_comparison.json").read_text())
     assert set(comparison["splits"]) >= {"valid", "test"}
+    # the held-out project's fix pairs: the pre-fix version against the fixed one
+    pairwise = comparison["splits"]["test"]["models"]["baseline"]["pairwise"]
+    assert pairwise["phase1"]["pairs"] > 0 and pairwise["phase2"]["pairs"] > 0
+    assert 0.0 <= pairwise["phase2"]["pre_fix_higher"] <= 1.0
     verdicts = summary["verdicts"]
     assert set(verdicts["test"]) == {"baseline"}
     assert verdicts["test"]["baseline"] in {

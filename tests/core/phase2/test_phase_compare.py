@@ -158,3 +158,22 @@ def test_pair_seeds():
     assert by_position["mode"] == "by position"
     assert [(p["phase1"], p["phase2"]) for p in by_position["pairs"]] == [(42, 7), (44, 8)]
     assert by_position["phase2_as"] == {7: 42, 8: 44, 9: 9}
+
+
+def test_pairwise_order_counts_pre_fix_above_post_fix() -> None:
+    from streamguard_core.phase2.compare import pairwise_order
+
+    groups = ["a", "a", "b", "b", "c", "c", "d", None, "e", "e", "e"]
+    labels = [1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1]
+    probs = np.asarray([0.9, 0.2, 0.4, 0.4, 0.3, 0.1, 0.5, 0.5, 0.6, 0.6, 0.6])
+    result = pairwise_order(groups, labels, probs)
+    # a: right, b: tie (half), c: wrong; d has one member, e three: not pairs
+    assert result is not None and result["pairs"] == 3
+    assert result["pre_fix_higher"] == pytest.approx(1.5 / 3)
+    assert result["median_gap"] == pytest.approx(0.2)
+    assert 0.0 < result["p_binomial"] <= 1.0
+    assert pairwise_order([None, None], [1, 0], np.asarray([0.1, 0.2])) is None
+    # forty pairs all ordered right: far from a coin
+    many = pairwise_order([f"g{i // 2}" for i in range(80)], [1, 0] * 40,
+                          np.asarray([0.7, 0.3] * 40))  # fmt: skip
+    assert many is not None and many["pre_fix_higher"] == 1.0 and many["p_binomial"] < 1e-9
