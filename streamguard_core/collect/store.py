@@ -424,6 +424,9 @@ def write_summary(config: CollectConfig, summaries: list[SourceSummary]) -> dict
             {"fixes": s.fixes, "functions": s.functions, "deduplicated": s.deduplicated,
              "rejects": s.rejects, "exploits": s.exploits}
         )  # fmt: skip
+    exploited = fixes_with_public_exploit(config.output_dir)
+    if exploited is not None:
+        totals["fixes_with_public_exploit"] = exploited
     summary = {
         "output_dir": config.output_dir,
         "sources": [s.to_dict() for s in summaries],
@@ -433,6 +436,23 @@ def write_summary(config: CollectConfig, summaries: list[SourceSummary]) -> dict
     }
     atomic_write_json(Path(config.output_dir) / SUMMARY_FILE, summary)
     return summary
+
+
+def fixes_with_public_exploit(output_dir: str | Path) -> int | None:
+    """Fixes of any source whose advisory (id or alias) has a public exploit in a collected
+    ExploitDB index; None when no index was collected."""
+    from streamguard_core.collect.exploitdb import ExploitEntry, exploit_index, exploits_for_fix
+
+    files = sorted(Path(output_dir).glob(f"*/{EXPLOITS_FILE}"))
+    if not files:
+        return None
+    index = exploit_index(ExploitEntry(**row) for f in files for row in read_jsonl(f))
+    return sum(
+        1
+        for f in Path(output_dir).glob(f"*/{FIXES_FILE}")
+        for row in read_jsonl(f)
+        if exploits_for_fix(FixRef.from_dict(row), index)
+    )
 
 
 def collect_all(

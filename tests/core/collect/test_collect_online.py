@@ -12,12 +12,14 @@ from typing import Any
 from streamguard_core.collect.store import collect_all, load_collected
 from streamguard_core.config import (
     CollectConfig,
+    ExploitDBSourceConfig,
     FixExtractConfig,
     HttpConfig,
     NVDSourceConfig,
     OSVSourceConfig,
 )
 from streamguard_core.io import read_jsonl
+from tests.core.collect.test_exploitdb_collector import HEADER
 from tests.core.collect.test_fix_extractor import Upstream, build_upstream
 from tests.core.collect.test_nvd_collector import cve, ref
 from tests.core.collect.test_osv_collector import make_record
@@ -41,6 +43,13 @@ def _serve(fault_server: Any, up: Upstream) -> None:
     page = {"resultsPerPage": 1, "startIndex": 0, "totalResults": 1, "format": "NVD_CVE",
             "version": "2.0", "vulnerabilities": [item]}  # fmt: skip
     fault_server.route("GET", "/rest/json/cves/2.0", [Reply(json=page)])
+    exploit = (  # an ExploitDB index row naming the NVD CVE above
+        "50001,exploits/linux/dos/50001.c,demo - Heap Overflow,2022-03-01,anon,dos,linux,,"
+        f"2022-03-01,2022-03-01,1,{item['cve']['id']},,,,,"
+    )
+    fault_server.route(
+        "GET", "/files_exploits.csv", [Reply(body=f"{HEADER}\n{exploit}\n".encode())]
+    )
 
 
 def test_online_sources_extract_functions_and_resume(fault_server, sleeps, tmp_path: Path):
@@ -52,6 +61,7 @@ def test_online_sources_extract_functions_and_resume(fault_server, sleeps, tmp_p
             NVDSourceConfig(
                 api_url=f"{fault_server.url}/rest/json/cves/2.0", request_interval_s=0.0
             ),
+            ExploitDBSourceConfig(index_url=f"{fault_server.url}/files_exploits.csv"),
         ],
         output_dir=str(tmp_path / "collected"),
         http=HttpConfig(timeout_s=2.0, max_retries=3, backoff_s=0.01),
@@ -60,6 +70,9 @@ def test_online_sources_extract_functions_and_resume(fault_server, sleeps, tmp_p
     summary = collect_all(config, sleep=sleeps)
     by_name = {s["name"]: s for s in summary["sources"]}
     assert 2.0 in sleeps.calls  # the 429's Retry-After was honoured
+    # the NVD fix's CVE has a public exploit in the collected ExploitDB index
+    assert by_name["exploitdb"]["exploits"] == 1
+    assert summary["totals"]["fixes_with_public_exploit"] == 1
     osv, nvd = by_name["osv"], by_name["nvd"]
     assert osv["fixes"] == 2 and nvd["fixes"] == 1 and osv["done"] and nvd["done"]
     assert osv["rejects_by_reason"].get("commit_not_found") == 1  # OSV-2024-2's sha
