@@ -155,3 +155,15 @@ def test_automations_file_parses_and_its_templates_are_valid():
         assert action.type == "send-notification" and action.block_document_id == block_id
         # The server validates the Jinja templates with this model on create/update.
         ServerSendNotification.model_validate(action.model_dump())
+
+
+def test_phase2_config_files_are_phase2_configs():
+    """Every deployments/phase2/*.yaml validates as the phase2 flow's parameter."""
+    from flows.phase2 import phase2
+
+    files = sorted((REPO / "deployments" / "phase2").glob("*.yaml"))
+    assert files
+    for path in files:
+        raw = yaml.safe_load(path.read_text())
+        config = phase2.validate_parameters({"config": raw})["config"]  # unknown keys fail
+        assert config.model_dump(exclude_unset=True) == raw, path
