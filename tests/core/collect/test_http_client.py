@@ -167,6 +167,23 @@ def test_github_secondary_rate_limit_honours_retry_after(fault_server, sleeps):
     assert data == GOOD and sleeps.calls == [60.0]
 
 
+def test_github_secondary_rate_limit_without_headers_waits_a_minute(fault_server, sleeps):
+    """GitHub's docs: a secondary-limit 403 without retry-after -> wait at least one minute."""
+    Reply = fault_server.Reply
+    secondary = Reply(
+        status=403, json={"message": "You have exceeded a secondary rate limit. Please wait."}
+    )
+    fault_server.route("GET", PATH, [secondary, Reply(json=GOOD)])
+    with make_client(sleeps) as client:
+        data, _ = client.get_json(fault_server.url + PATH)
+    assert data == GOOD and sleeps.calls == [60.0]
+    # any other 403 (bad credentials, no access) is not retried
+    fault_server.route("GET", PATH, [Reply(status=403, json={"message": "Bad credentials"})])
+    with make_client(sleeps) as client, pytest.raises(HttpError) as info:
+        client.get_json(fault_server.url + PATH)
+    assert info.value.status == 403 and len(sleeps.calls) == 1
+
+
 def test_rate_limit_that_does_not_recover(fault_server, sleeps):
     fault_server.route("GET", PATH, [fault_server.Reply(status=429)])
     config = HttpConfig(timeout_s=0.2, max_retries=2, backoff_s=0.5)
