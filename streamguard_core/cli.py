@@ -810,6 +810,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_collect_parser(sub)
 
+    from streamguard_core.scan.cli import add_scan_parser
+
+    add_scan_parser(sub)
+
     demo = sub.add_parser(
         "demo",
         help="the data stages on the embedded synthetic data, without Prefect: synthesize -> "

@@ -1048,3 +1048,20 @@ class Phase2Config(BaseModel):
         description="The phase-2 training run: its plan, criteria and backend (data inputs, "
         "output_root and train.use_weights are set by phase 2).",
     )
+
+
+# --------------------------------------------------------------------------- scan
+
+
+class ScanConfig(BaseModel):
+    """``streamguard scan``: which files are read and how functions are scored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_file_bytes: int = Field(
+        5_000_000, ge=1, description="Skip (with a reason) files larger than this."
+    )
+    max_function_lines: int = Field(
+        20_000, ge=1, description="Skip (with a reason) functions longer than this."
+    )
+    batch_size: int = Field(64, ge=1, description="Functions per forward pass.")
