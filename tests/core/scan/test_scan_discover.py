@@ -21,15 +21,6 @@ GOOD_C = "int add(int a, int b)\n{\n    return a + b;\n}\n"
 MAX_BYTES = 2000
 
 
-@pytest.fixture(autouse=True)
-def _no_egress(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    # a plain directory under tmp_path must never be taken for part of an enclosing work tree
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-
-
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` with a fixed identity; its stdout."""
     done = subprocess.run(
