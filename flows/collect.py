@@ -23,7 +23,13 @@ from prefect import flow, get_run_logger
 
 from streamguard_core.collect.cli import add_collect_args
 from streamguard_core.collect.cli import config_from_args as collect_config
-from streamguard_core.collect.store import SourceSummary, source_names, write_summary
+from streamguard_core.collect.records import SOURCE_SUMMARY_FILE
+from streamguard_core.collect.store import (
+    SourceSummary,
+    failed_summary,
+    source_names,
+    write_summary,
+)
 from streamguard_core.config import CollectConfig
 from tasks.collect import collect_source_task, publish_collect_summary
 
@@ -43,7 +49,7 @@ def collect(config: CollectConfig = CollectConfig(), refresh: bool = False) -> d
     names = source_names(config.sources)
     futures = []
     for name, settings in zip(names, config.sources, strict=True):
-        done = (Path(config.output_dir) / name / "summary.json").exists()
+        done = (Path(config.output_dir) / name / SOURCE_SUMMARY_FILE).exists()
         task = collect_source_task.with_options(refresh_cache=refresh or not done)
         futures.append(task.submit(settings, name, config))
     summaries = []
@@ -54,7 +60,7 @@ def collect(config: CollectConfig = CollectConfig(), refresh: bool = False) -> d
         else:
             error = str(future.state.message or future.state.name)
             logger.error("source %s failed: %s", name, error)
-            summaries.append(SourceSummary(name, settings.kind, error=error))
+            summaries.append(failed_summary(config, name, settings.kind, error))
     summary = write_summary(config, summaries)
     publish_collect_summary(summary)
     if all(s.error for s in summaries):

@@ -119,8 +119,7 @@ def refresh_and_retrain(
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.monthly_retrain``: one retraining run with a preset; 1 when it fails."""
     from flows.presets import exit_status, load_preset, override, preset_names
-    from streamguard_core.collect.cli import DEFAULT_SOURCES
-    from streamguard_core.config import SOURCE_KINDS
+    from streamguard_core.config import SOURCE_CLASSES, SOURCE_KINDS
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     config = override(load_preset(args.preset), output_root=args.output_root)
     collect = None
     if args.collect:
-        collect = CollectConfig(sources=[DEFAULT_SOURCES[k]() for k in args.collect])
+        collect = CollectConfig(sources=[SOURCE_CLASSES[k]() for k in args.collect])
     state = monthly_retrain(
         config, args.registry_dir, args.min_improvement, collect, return_state=True
     )

@@ -32,6 +32,7 @@ from prefect import flow, get_run_logger
 
 from flows.pipeline import streamguard_pipeline
 from streamguard_core.config import Phase2Config, load_yaml
+from streamguard_core.io import atomic_write_json
 from streamguard_core.phase2 import run
 from tasks.phase2 import compare_task, merge_task, noise_task, score_task, split_task
 
@@ -80,7 +81,7 @@ def phase2(config: Phase2Config = Phase2Config()) -> dict[str, Any]:  # noqa: B0
             for split_name, part in comparison.get("splits", {}).items()
         },
     }
-    run.write_json(Path(config.output_root) / "phase2_summary.json", summary)
+    atomic_write_json(Path(config.output_root) / "phase2_summary.json", summary)
     return summary
 
 

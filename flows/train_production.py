@@ -179,8 +179,7 @@ def headline(summary: dict[str, Any]) -> str:
     passed = summary["success"]["passed"]
     lines += [
         f"best model: {summary['best_overall_model']} (mean "
-        f"{summary.get('best_overall_selected_by', 'f1')} "
-        f"{_fmt(summary.get('best_overall_value', summary['best_overall_f1']))})",
+        f"{summary['best_overall_selected_by']} {_fmt(summary['best_overall_value'])})",
         f"success criteria: {'PASSED' if passed else 'FAILED'}",
         *[f"  failed: {line}" for line in failed_check_lines(summary["success"])],
         f"summary: {summary['summary_path']}",

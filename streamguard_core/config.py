@@ -887,15 +887,24 @@ class FileSourceConfig(BaseModel):
     )
 
 
-SourceConfig = Annotated[
+SourceSettings = (
     OSVSourceConfig
     | GitHubSourceConfig
     | NVDSourceConfig
     | ExploitDBSourceConfig
-    | FileSourceConfig,
-    Field(discriminator="kind"),
-]
-SOURCE_KINDS = ("osv", "github", "nvd", "exploitdb", "file")
+    | FileSourceConfig
+)
+"""One source's settings (the members of :data:`SourceConfig`)."""
+SourceConfig = Annotated[SourceSettings, Field(discriminator="kind")]
+SOURCE_CLASSES: dict[str, type[BaseModel]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (
+        OSVSourceConfig, GitHubSourceConfig, NVDSourceConfig, ExploitDBSourceConfig,
+        FileSourceConfig,
+    )
+}  # fmt: skip
+"""Source kind -> its settings class (``SOURCE_CLASSES["osv"]()``: that source's defaults)."""
+SOURCE_KINDS = tuple(SOURCE_CLASSES)
 
 
 class FixExtractConfig(BaseModel):

@@ -13,8 +13,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from streamguard_core.collect.records import CURSOR_FILE
-from streamguard_core.collect.store import SourceSettings, held_keys, run_source
-from streamguard_core.config import CollectConfig, GitHubSourceConfig, NVDSourceConfig
+from streamguard_core.collect.store import held_keys, run_source
+from streamguard_core.config import (
+    CollectConfig,
+    GitHubSourceConfig,
+    NVDSourceConfig,
+    SourceSettings,
+)
 
 
 def _io_error(exc: BaseException | None) -> bool:

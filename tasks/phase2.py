@@ -14,6 +14,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from streamguard_core.collect.records import FUNCTIONS_FILE
 from streamguard_core.collect.store import load_collected
 from streamguard_core.config import Phase2Config
+from streamguard_core.io import atomic_write_json
 from streamguard_core.phase2 import merge, noise, run
 from streamguard_core.phase2.compare import compare_phases, phase_markdown
 from tasks.events import DISTRIBUTION_SHIFT, PHASE_COMPARED, emit
@@ -34,7 +35,7 @@ def split_task(config: Phase2Config) -> dict[str, Any]:
         "train_rows": len(train_rows),
         "test_rows": len(test_rows),
     }
-    run.write_json(Path(config.output_root) / "split.json", out)
+    atomic_write_json(Path(config.output_root) / "split.json", out)
     print(
         f"{len(rows):,} collected function versions ({repeats:,} repeats of the same change "
         f"under another advisory folded) of {len(projects)} projects; test projects {test} "
@@ -93,7 +94,7 @@ def noise_task(
     noise.write_dropped(rows, result, out / "dropped.jsonl", config.noise)
     report = noise.noise_report(rows, result, config.noise, without_priors=without)
     report["scorers"] = scores["scorers"]
-    run.write_json(out / "noise_report.json", report)
+    atomic_write_json(out / "noise_report.json", report)
     markdown = noise.noise_markdown(report)
     (out / "noise_report.md").write_text(markdown)
     create_markdown_artifact(key="phase2-noise", markdown=markdown)
@@ -116,7 +117,7 @@ def merge_task(
     phase1_train = run.phase1_records(phase1_data, "train")
     merged_train = phase1_train + weighted
     check = merge.distribution_check(phase1_train, merged_train, config.merge)
-    run.write_json(out / "distribution.json", check)
+    atomic_write_json(out / "distribution.json", check)
     markdown = merge.distribution_markdown(check)
     (out / "distribution.md").write_text(markdown)
     create_markdown_artifact(key="phase2-distribution", markdown=markdown)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from streamguard_core.collect.records import FixRef, SourceReject
+
+
+def resolve_secret(secret_value: str | None, env_name: str) -> str | None:
+    """A token or key: ``secret_value`` (a Prefect Secret block's, read by the task layer)
+    wins over the environment variable ``env_name``; blank values count as none."""
+    for value in (secret_value, os.environ.get(env_name)):
+        if value and value.strip():
+            return value.strip()
+    return None
 
 
 def fixes_or_reject(result: list[FixRef] | SourceReject) -> Iterator[FixRef | SourceReject]:

@@ -8,24 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from streamguard_core.config import (
-    SOURCE_KINDS,
-    CollectConfig,
-    ExploitDBSourceConfig,
-    FileSourceConfig,
-    GitHubSourceConfig,
-    NVDSourceConfig,
-    OSVSourceConfig,
-    load_yaml,
-)
+from streamguard_core.config import SOURCE_CLASSES, SOURCE_KINDS, CollectConfig, load_yaml
 
-DEFAULT_SOURCES: dict[str, Any] = {
-    "osv": OSVSourceConfig,
-    "github": GitHubSourceConfig,
-    "nvd": NVDSourceConfig,
-    "exploitdb": ExploitDBSourceConfig,
-    "file": FileSourceConfig,
-}
 DESCRIPTION = """\
 Collect real vulnerability fixes into OUTPUT_DIR/<source>/ (fixes.jsonl, functions.jsonl,
 rejects.jsonl, cursor.json, raw/) and OUTPUT_DIR/collect_summary.json. A rerun resumes every
@@ -62,7 +46,7 @@ def config_from_args(args: argparse.Namespace) -> CollectConfig:
     config = load_yaml(args.config, CollectConfig) if args.config else CollectConfig()
     raw = config.model_dump()
     if args.source:
-        raw["sources"] = [DEFAULT_SOURCES[kind]().model_dump() for kind in args.source]
+        raw["sources"] = [SOURCE_CLASSES[kind]().model_dump() for kind in args.source]
     if args.data:
         for source in raw["sources"]:
             if source["kind"] == "file":

@@ -15,12 +15,11 @@ only in the ``Authorization`` header, which the client never logs.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from streamguard_core.collect.base import Collector, fixes_or_reject
+from streamguard_core.collect.base import Collector, fixes_or_reject, resolve_secret
 from streamguard_core.collect.commits import commit_refs, is_short_sha, repo_name
 from streamguard_core.collect.http import HttpClient, HttpError
 from streamguard_core.collect.records import FixRef, SourceReject
@@ -43,12 +42,9 @@ def github_headers(token: str | None) -> dict[str, str]:
 
 
 def resolve_token(config: GitHubSourceConfig, secret_value: str | None = None) -> str | None:
-    """The token to use: ``secret_value`` (the Secret block's, read by the caller) wins over
-    the ``config.token_env`` environment variable; None means anonymous (60 requests/hour)."""
-    for value in (secret_value, os.environ.get(config.token_env)):
-        if value and value.strip():
-            return value.strip()
-    return None
+    """The token (:func:`resolve_secret` over ``config.token_env``); None means anonymous (60
+    requests/hour)."""
+    return resolve_secret(secret_value, config.token_env)
 
 
 def next_link(headers: Mapping[str, str]) -> str | None:

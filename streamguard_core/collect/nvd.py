@@ -15,12 +15,11 @@ one; :func:`request_interval` turns them into the gap the caller gives the clien
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
-from streamguard_core.collect.base import Collector, fixes_or_reject
+from streamguard_core.collect.base import Collector, fixes_or_reject, resolve_secret
 from streamguard_core.collect.commits import commit_refs, is_short_sha, repo_name
 from streamguard_core.collect.http import HttpClient, HttpError
 from streamguard_core.collect.records import FixRef, SourceReject
@@ -47,12 +46,9 @@ def nvd_headers(api_key: str | None) -> dict[str, str]:
 
 
 def resolve_api_key(config: NVDSourceConfig, secret_value: str | None = None) -> str | None:
-    """The API key: ``secret_value`` (the Secret block's, read by the caller) wins over the
-    ``config.api_key_env`` environment variable; None means the public rate limit."""
-    for value in (secret_value, os.environ.get(config.api_key_env)):
-        if value and value.strip():
-            return value.strip()
-    return None
+    """The API key (:func:`resolve_secret` over ``config.api_key_env``); None means the public
+    rate limit."""
+    return resolve_secret(secret_value, config.api_key_env)
 
 
 def request_interval(config: NVDSourceConfig, has_key: bool) -> float:
@@ -167,14 +163,15 @@ def fixrefs_from_cve(item: Any, where: str | None = None) -> list[FixRef] | Sour
     references = cve.get("references") or []
     patch_urls = [r["url"] for r in references if PATCH_TAG in (r.get("tags") or [])]
     other_urls = [r["url"] for r in references if PATCH_TAG not in (r.get("tags") or [])]
-    patched = set(commit_refs(patch_urls))
+    patched = commit_refs(patch_urls)  # a short sha here may name a full sha in `refs`
     refs = commit_refs(patch_urls + other_urls)
     if not refs:
         detail = f"none of {len(references)} references names a commit"
         return SourceReject(SOURCE, "no_fix_commit", detail, vuln_id=cve_id, where=where)
     fixes = []
     for repo, sha in refs:
-        meta: dict[str, Any] = {"patch_reference": (repo, sha) in patched}
+        patch = any(r == repo and sha.startswith(p) for r, p in patched)
+        meta: dict[str, Any] = {"patch_reference": patch}
         if is_short_sha(sha):
             meta["short_sha"] = True
         fixes.append(

@@ -328,7 +328,7 @@ class OSVCollector(Collector):
         """Ids of every vulnerability of ``names`` (querybatch, following page tokens)."""
         url = self._api("/v1/querybatch")
         eco = self.config.ecosystem
-        ids: list[str] = []
+        ids: dict[str, None] = {}  # insertion-ordered set
         todo: list[tuple[str, str | None]] = [(name, None) for name in names]
         seen_tokens: set[tuple[str, str]] = set()
         while todo:
@@ -351,14 +351,14 @@ class OSVCollector(Collector):
                 result = result if isinstance(result, dict) else {}
                 for vuln in result.get("vulns") or []:
                     vid = vuln.get("id") if isinstance(vuln, dict) else None
-                    if isinstance(vid, str) and vid not in ids:
-                        ids.append(vid)
+                    if isinstance(vid, str):
+                        ids.setdefault(vid)
                 token = result.get("next_page_token")
                 if isinstance(token, str) and token and (name, token) not in seen_tokens:
                     seen_tokens.add((name, token))
                     next_todo.append((name, token))
             todo = next_todo
-        return ids
+        return list(ids)
 
     def _fetch_vuln(self, vuln_id: str) -> Generator[FixRef | SourceReject, None, bool]:
         """Yield the refs of one record; return True when the source must stop here."""

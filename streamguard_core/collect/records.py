@@ -14,6 +14,7 @@ Output layout of one collection (``CollectConfig.output_dir``)::
     <source>/rejects.jsonl      SourceReject rows (source, id, commit, reason, detail)
     <source>/cursor.json        where a resumed collection continues
     <source>/raw/               the raw-response cache (one file per request)
+    <source>/summary.json       that source's counts (written even when it stops early)
     collect_summary.json        counts per source: fixes, functions, rejects by reason, dedup
 """
 
@@ -29,6 +30,7 @@ REJECTS_FILE = "rejects.jsonl"
 CURSOR_FILE = "cursor.json"
 RAW_DIR = "raw"
 SUMMARY_FILE = "collect_summary.json"
+SOURCE_SUMMARY_FILE = "summary.json"
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from streamguard_core.collect.records import (
     FUNCTIONS_FILE,
     RAW_DIR,
     REJECTS_FILE,
+    SOURCE_SUMMARY_FILE,
     SUMMARY_FILE,
     CollectedFunction,
     FixRef,
@@ -36,6 +37,7 @@ from streamguard_core.config import (
     GitHubSourceConfig,
     NVDSourceConfig,
     OSVSourceConfig,
+    SourceSettings,
 )
 from streamguard_core.data.normalize import normalized_key
 from streamguard_core.io import atomic_write_json, read_jsonl
@@ -45,13 +47,13 @@ log = logging.getLogger("streamguard.collect")
 DUPLICATES_FILE = "duplicates.jsonl"
 EXPLOITS_FILE = "exploits.jsonl"
 EXTRACTED_FILE = "extracted.jsonl"
-SourceSettings = (
-    OSVSourceConfig
-    | GitHubSourceConfig
-    | NVDSourceConfig
-    | ExploitDBSourceConfig
-    | FileSourceConfig
-)
+CURSOR_EVERY_S = 1.0
+"""How often a moving cursor is saved (see :meth:`SourceStore.checkpoint`)."""
+
+
+def _reject_key(row: dict[str, Any]) -> str:
+    """A reject's identity: all its fields (``where`` tells items of one source apart)."""
+    return json.dumps(row, sort_keys=True)
 
 
 def source_names(sources: list[Any]) -> list[str]:
@@ -143,7 +145,7 @@ class SourceStore:
         self.fixes = _Appender(self.dir / FIXES_FILE, lambda r: FixRef.from_dict(r).key)
         self.functions = _Appender(self.dir / FUNCTIONS_FILE, lambda r: str(r["id"]))
         self.duplicates = _Appender(self.dir / DUPLICATES_FILE, lambda r: str(r["id"]))
-        self.rejects = _Appender(self.dir / REJECTS_FILE)
+        self.rejects = _Appender(self.dir / REJECTS_FILE, _reject_key)
         self.exploits = _Appender(self.dir / EXPLOITS_FILE, lambda r: str(r["edb_id"]))
         self.extracted = _Appender(self.dir / EXTRACTED_FILE, lambda r: str(r["key"]))
         self.reasons: Counter[str] = Counter(
@@ -151,15 +153,24 @@ class SourceStore:
             for r in (read_jsonl(self.rejects.path) if self.rejects.path.exists() else [])
         )
         self.new = 0
-
-    def load_cursor(self) -> dict[str, Any]:
-        """The saved cursor ({} on a first run)."""
         path = self.dir / CURSOR_FILE
-        return json.loads(path.read_text()) if path.exists() else {}
+        self.cursor: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self._saved = json.dumps(self.cursor, sort_keys=True)
+        self._saved_at = time.monotonic()
 
-    def save_cursor(self, cursor: dict[str, Any]) -> None:
-        """Save the cursor atomically."""
-        atomic_write_json(self.dir / CURSOR_FILE, cursor)
+    def checkpoint(self, force: bool = False) -> None:
+        """Save the cursor when it moved, at most every :data:`CURSOR_EVERY_S` unless forced.
+
+        A cursor that lags behind the files loses nothing: every row is flushed as it comes,
+        and the rows a resumed run yields again are skipped by key.
+        """
+        if not force and time.monotonic() - self._saved_at < CURSOR_EVERY_S:
+            return
+        text = json.dumps(self.cursor, sort_keys=True)
+        if text != self._saved:
+            atomic_write_json(self.dir / CURSOR_FILE, self.cursor)
+            self._saved = text
+        self._saved_at = time.monotonic()
 
     def add_fix(self, ref: FixRef) -> bool:
         """Append a fix reference (False when already held)."""
@@ -179,10 +190,11 @@ class SourceStore:
         return "kept"
 
     def add_reject(self, reject: SourceReject) -> None:
-        """Append a reject and count its reason."""
-        self.rejects.add(reject.to_dict())
-        self.reasons[reject.reason] += 1
-        log.info("reject %s", reject)
+        """Append a reject (once: one re-yielded after a resume is skipped) and count it."""
+        row = reject.to_dict()
+        if self.rejects.add(row, _reject_key(row)):
+            self.reasons[reject.reason] += 1
+            log.info("reject %s", reject)
 
     def summary(self, kind: str, done: bool, **extra: Any) -> SourceSummary:
         """Counts of everything this source holds."""
@@ -229,13 +241,6 @@ def held_keys(paths: Iterable[str]) -> set[str]:
     return keys
 
 
-def _save_when_changed(store: SourceStore, cursor: dict[str, Any], last: list[str]) -> None:
-    text = json.dumps(cursor, sort_keys=True)
-    if text != last[0]:
-        store.save_cursor(cursor)
-        last[0] = text
-
-
 def run_source(
     settings: SourceSettings,
     name: str,
@@ -264,26 +269,25 @@ def run_source(
     """
     held = held or set()
     store = SourceStore(config.output_dir, name)
-    cursor = store.load_cursor()
-    last = [json.dumps(cursor, sort_keys=True)]
+    cursor = store.cursor
     extra: dict[str, Any] = {}
     try:
         if isinstance(settings, FileSourceConfig):
             from streamguard_core.collect.offline import FileSource
 
             source = FileSource(settings)
-            _drain_fixes(store, source.iter_fixes(cursor), cursor, last, None)
+            _drain_fixes(store, source.iter_fixes(cursor), None)
             for item in source.iter_functions(cursor):
                 if isinstance(item, SourceReject):
                     store.add_reject(item)
                 else:
                     store.add_function(item, held)
-                _save_when_changed(store, cursor, last)
+                store.checkpoint()
             cursor["done"] = True
         else:
             client = _client(settings, config, store, secret, throttle, sleep)
             try:
-                extra["http"] = _run_online(settings, config, store, client, cursor, last, held)
+                extra["http"] = _run_online(settings, config, store, client, held)
             finally:
                 client.close()
     except Exception as exc:  # the source ends; what it produced is kept and counted
@@ -291,18 +295,16 @@ def run_source(
         log.error("source %s stopped: %s", name, extra["error"])
         raise
     finally:
-        _save_when_changed(store, cursor, last)
+        store.checkpoint(force=True)
         summary = store.summary(settings.kind, bool(cursor.get("done")), **extra)
         store.close()
-        atomic_write_json(store.dir / "summary.json", summary.to_dict())
+        atomic_write_json(store.dir / SOURCE_SUMMARY_FILE, summary.to_dict())
     return summary
 
 
 def _drain_fixes(
     store: SourceStore,
     items: Iterable[FixRef | SourceReject],
-    cursor: dict[str, Any],
-    last: list[str],
     max_items: int | None,
 ) -> None:
     """Append a collector's fixes and rejects, saving the cursor as it moves."""
@@ -311,7 +313,7 @@ def _drain_fixes(
             store.add_reject(item)
         else:
             store.add_fix(item)
-        _save_when_changed(store, cursor, last)
+        store.checkpoint()
         if max_items is not None and store.fixes.count >= max_items:
             log.info("%s: max_items %d reached", store.dir.name, max_items)
             break
@@ -355,21 +357,19 @@ def _run_online(
     config: CollectConfig,
     store: SourceStore,
     client: Any,
-    cursor: dict[str, Any],
-    last: list[str],
     held: set[str],
 ) -> dict[str, Any]:
     """Collect an online source, then extract the functions of its fix commits."""
     if isinstance(settings, ExploitDBSourceConfig):
         from streamguard_core.collect.exploitdb import ExploitDBCollector
 
-        for item in ExploitDBCollector(settings, client).iter_entries(cursor):
+        for item in ExploitDBCollector(settings, client).iter_entries(store.cursor):
             if isinstance(item, SourceReject):
                 store.add_reject(item)
             else:
                 row = asdict(item)
                 store.new += store.exploits.add(row, str(row["edb_id"]))
-            _save_when_changed(store, cursor, last)
+            store.checkpoint()
         return dict(client.stats)
     collector: Any
     if isinstance(settings, OSVSourceConfig):
@@ -386,8 +386,8 @@ def _run_online(
         collector = NVDCollector(settings, client)
     else:  # the file source is not an online source
         raise ValueError(f"{settings.kind}: not an online source")
-    if not cursor.get("done"):
-        _drain_fixes(store, collector.iter_fixes(cursor), cursor, last, config.max_items)
+    if not store.cursor.get("done"):
+        _drain_fixes(store, collector.iter_fixes(store.cursor), config.max_items)
     if config.fixes.enabled:
         extract_fixes(store, config, held)
     return dict(client.stats)
@@ -414,6 +414,15 @@ def extract_fixes(store: SourceStore, config: CollectConfig, held: set[str]) -> 
         store.extracted.add({"key": ref.key, "functions": len(functions)}, ref.key)
         done += 1
     return done
+
+
+def failed_summary(config: CollectConfig, name: str, kind: str, error: str) -> SourceSummary:
+    """The counts of a source that stopped with ``error``: what its ``summary.json`` says it
+    kept (written even when it fails), else zeros."""
+    path = Path(config.output_dir) / name / SOURCE_SUMMARY_FILE
+    if path.exists():
+        return SourceSummary(**{**json.loads(path.read_text()), "error": error})
+    return SourceSummary(name, kind, error=error)
 
 
 def write_summary(config: CollectConfig, summaries: list[SourceSummary]) -> dict[str, Any]:
@@ -470,7 +479,7 @@ def collect_all(
             summaries.append(run_source(settings, name, config, held=held, secret=secret,
                                         sleep=sleep))  # fmt: skip
         except Exception as exc:  # one source failing leaves the others running
-            summaries.append(SourceSummary(name, settings.kind, error=f"{exc}"))
+            summaries.append(failed_summary(config, name, settings.kind, str(exc)))
     return write_summary(config, summaries)
 
 

@@ -232,7 +232,8 @@ def compare_phases(
         models: run names present in both roots.
         out_dir: where predictions, evaluations and ``phase_comparison.*`` go.
         splits: the splits to compare on; a missing or empty one is skipped with a note.
-        seeds: only these seeds (of both phases); default every completed seed.
+        seeds: phase 2's seeds to compare (the phase-2 plan's); default every completed seed.
+            Phase 1 offers all its completed seeds, paired by value, else by position.
         n_boot: bootstrap resamples of compare_runs.
         alpha: the family-wise level of the Holm-adjusted p-values.
 
@@ -265,7 +266,8 @@ def compare_phases(
     pairing: dict[str, dict[str, Any]] = {}
     if funcs:
         for phase, root in ((1, phase1_root), (2, phase2_root)):
-            for run in score_runs(root, models, funcs, seeds):
+            # ``seeds`` names phase 2's runs; phase 1 keeps all its seeds for the pairing
+            for run in score_runs(root, models, funcs, seeds if phase == 2 else None):
                 scores[phase].setdefault(run.model, []).append(run)
     for model in models:
         pairing[model] = pair_seeds(

@@ -3,7 +3,7 @@
 Layout of ``Phase2Config.output_root``::
 
     split.json                   collected projects: train (weighted, trained on) vs test
-    scores.json                  every phase-1 scorer's probability on the train-project rows
+    (scores)                     every phase-1 scorer's probabilities: the score task's cached result
     noise/weighted.jsonl         kept collected rows with weight, tier and confidence
     noise/dropped.jsonl          the rest, each with its confidence (counted, not lost)
     noise/noise_report.json|md   what was kept, why, per source and per project
@@ -22,15 +22,16 @@ import numpy as np
 
 from streamguard_core.config import FieldMap, Phase2Config, PipelineConfig, seed_dir
 from streamguard_core.evaluation.compare import discover_runs
-from streamguard_core.io import atomic_write_json, read_jsonl
+from streamguard_core.io import read_jsonl
 from streamguard_core.phase2.score import completed_seeds, score_runs
+from streamguard_core.pipeline.registry import MODEL_CARD
 from streamguard_core.training.paths import RunPaths
 
 
 def model_kind(root: str | Path, model: str) -> str | None:
     """The kind of ``model``'s saved detector under ``root`` (from a completed seed's card)."""
     for seed in completed_seeds(root, model):
-        card = RunPaths(seed_dir(root, model, seed)).model / "model_card.json"
+        card = RunPaths(seed_dir(root, model, seed)).model / MODEL_CARD
         return json.loads(card.read_text()).get("kind")
     return None
 
@@ -113,9 +114,3 @@ def retrain_config(config: Phase2Config, inputs: dict[str, str]) -> PipelineConf
     raw["plan"]["train"]["use_weights"] = True
     raw["output_root"] = str(Path(config.output_root) / "retrain")
     return PipelineConfig.model_validate(raw)
-
-
-def write_json(path: str | Path, data: Any) -> str:
-    """Write ``data`` atomically; returns the path."""
-    atomic_write_json(path, data)
-    return str(path)

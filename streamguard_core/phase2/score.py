@@ -11,6 +11,7 @@ import numpy as np
 from streamguard_core.config import seed_dir
 from streamguard_core.evaluation.compare import model_seeds
 from streamguard_core.models.registry import load_detector
+from streamguard_core.pipeline.registry import MODEL_CARD
 from streamguard_core.training.paths import RunPaths
 
 
@@ -35,7 +36,7 @@ def completed_seeds(root: str | Path, model: str) -> list[int]:
     for seed in model_seeds(root, model):
         paths = RunPaths(seed_dir(root, model, seed))
         status = json.loads(paths.status.read_text()) if paths.status.is_file() else {}
-        if status.get("status") == "completed" and (paths.model / "model_card.json").is_file():
+        if status.get("status") == "completed" and (paths.model / MODEL_CARD).is_file():
             seeds.append(seed)
     return seeds
 

@@ -265,9 +265,8 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     lines.append("")
     best = summary.get("best_overall_model")
     if best:
-        by = summary.get("best_overall_selected_by", "f1")
-        value = summary.get("best_overall_value", summary.get("best_overall_f1"))
-        lines.append(f"Best model: **{best}**, mean {by} {_fmt(value, 4)} (selected by {by}).")
+        by, value = summary["best_overall_selected_by"], summary["best_overall_value"]
+        lines.append(f"Best model: **{best}**, mean {by} {_fmt(value, 4)} (the selection metric).")
     else:
         lines.append("Best model: none (no model completed a seed).")
     return [*lines, ""]

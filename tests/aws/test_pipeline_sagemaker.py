@@ -94,6 +94,7 @@ def _spec_ran(run_dir: Path) -> dict:
     return saved
 
 
+@pytest.mark.integration
 def test_fold_jobs_run_on_sagemaker_and_feed_the_fusion(
     prefect_harness, sagemaker_endpoints, emulator, moto_server, tmp_path
 ):
@@ -124,7 +125,6 @@ def test_fold_jobs_run_on_sagemaker_and_feed_the_fusion(
     assert run_job(fusion).status == "completed"
 
 
-@pytest.mark.integration
 def _wait_until_training(emulator, out: Path, name_suffix: str, timeout_s: float = 180):
     """The emulator's job whose name ends with ``name_suffix``, once it is Training and the
     flow has listed its jobs (bounded wait)."""
@@ -139,6 +139,7 @@ def _wait_until_training(emulator, out: Path, name_suffix: str, timeout_s: float
     raise AssertionError(f"the job *{name_suffix} never started training")
 
 
+@pytest.mark.integration
 def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     prefect_harness, sagemaker_endpoints, emulator, moto_server, tmp_path
 ):

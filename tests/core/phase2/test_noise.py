@@ -171,7 +171,7 @@ def test_report_accounts_for_every_row_and_files_lose_nothing(tmp_path):
     plain = assign_weights(rows, probs, NoiseConfig())
     report = noise_report(rows, result, cfg, without_priors=plain)
     n = len(rows)
-    assert report["n"] == n == report["kept"] + report["dropped"]
+    assert report["n"] == n and report["kept"] == int((result.tier != "dropped").sum())
     assert sum(report["tiers"][t]["count"] for t in TIERS) == n
     assert sum(report["tiers"][t]["share"] for t in TIERS) == pytest.approx(1.0)
     assert report["weight_sum"] == pytest.approx(result.weight.sum())
@@ -181,9 +181,11 @@ def test_report_accounts_for_every_row_and_files_lose_nothing(tmp_path):
         expected = Counter(r[key] for r in rows)
         assert {k: v["n"] for k, v in report[part].items()} == dict(expected)
         for row in report[part].values():
-            assert row["n"] == row["kept"] + row["dropped"] == sum(row[t] for t in TIERS)
+            assert row["n"] == sum(row[t] for t in TIERS)
+            assert row["kept"] == row["high"] + row["mid"] + row["sampled"]
     effect = report["priors_effect"]
-    assert sum(effect["without"].values()) == sum(effect["with"].values()) == n
+    assert effect["without"] == {t: int((plain.tier == t).sum()) for t in TIERS}
+    assert effect["with"] == {t: int((result.tier == t).sum()) for t in TIERS}
     assert report["tiers"]["high"]["in_crash_state_share"] >= 0
 
     kept = write_weighted(rows, result, tmp_path / "weighted.jsonl")

@@ -127,9 +127,10 @@ def test_identical_models_show_no_difference(world, tmp_path):
 
 def test_seeds_without_overlap_pair_by_position_and_missing_splits_are_noted(world, tmp_path):
     out = tmp_path / "pos"
+    # ``seeds`` is the phase-2 plan's (as the phase2 flow passes it): phase 1 keeps its own
     result = compare_phases(
         world["phase1"], world["phase2_seed7"], world["data"], ["baseline"], out,
-        splits=("train", "test"), n_boot=N_BOOT,
+        splits=("train", "test"), seeds=[7], n_boot=N_BOOT,
     )  # fmt: skip
     pairing = result["seed_pairing"]["baseline"]
     assert pairing["mode"] == "by position"
