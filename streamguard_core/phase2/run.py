@@ -3,7 +3,7 @@
 Layout of ``Phase2Config.output_root``::
 
     split.json                   collected projects: train (weighted, trained on) vs test
-    (scores)                     every phase-1 scorer's probabilities: the score task's cached result
+    (scores)                     every phase-1 scorer's probabilities (the score task's result)
     noise/weighted.jsonl         kept collected rows with weight, tier and confidence
     noise/dropped.jsonl          the rest, each with its confidence (counted, not lost)
     noise/noise_report.json|md   what was kept, why, per source and per project
