@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,orchestration,aws,dev]"
+	$(PIP) install -q -e ".[torch,onnx,serve,orchestration,aws,dev]"
 	@touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install StreamGuard with all extras

@@ -800,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from streamguard_core.aws.cost import add_cost_parser
 
-    add_cost_parser(sub)
+    aws = add_cost_parser(sub)
 
     from streamguard_core.evaluation.compare import add_compare_parser
 
@@ -813,6 +813,20 @@ def build_parser() -> argparse.ArgumentParser:
     from streamguard_core.scan.cli import add_scan_parser
 
     add_scan_parser(sub)
+
+    from streamguard_core.export.cli import add_export_parser
+
+    add_export_parser(sub)
+
+    from streamguard_core.explain.measure import add_explain_eval_parser
+
+    add_explain_eval_parser(sub)
+
+    from streamguard_core.aws.deploy import add_deploy_parsers
+    from streamguard_core.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
+    add_deploy_parsers(aws)
 
     demo = sub.add_parser(
         "demo",

@@ -1074,3 +1074,110 @@ class ScanConfig(BaseModel):
         20_000, ge=1, description="Skip (with a reason) functions longer than this."
     )
     batch_size: int = Field(64, ge=1, description="Functions per forward pass.")
+    explain: Literal["flagged", "all", "none"] = Field(
+        "flagged",
+        description="Which findings get their most relevant lines (attributions cost a few "
+        "forward/backward passes per function): flagged ones, all, or none.",
+    )
+    top_lines: int = Field(
+        5, ge=1, le=100, description="Lines reported per explained finding (highest score first)."
+    )
+    ig_steps: int = Field(
+        16, ge=2, le=512,
+        description="Integrated-gradients steps for the neural models (more: closer to the "
+        "exact integral, slower).",
+    )  # fmt: skip
+    use_onnx: bool = Field(
+        True,
+        description="Score with onnxruntime when the model directory holds model.onnx and "
+        "onnxruntime is installed (attributions always use torch).",
+    )
+
+
+class ScanRepositoryConfig(BaseModel):
+    """The ``scan-repository`` flow: what to scan, with which model, where the results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(
+        default_factory=lambda: ["."],
+        description="Files and directories to scan (with git_diff: paths that limit the diff).",
+    )
+    git_diff: str | None = Field(
+        None,
+        description="A..B, A...B or one revision (against the work tree): only the functions "
+        "the change touches.",
+    )
+    repo: str = Field(".", description="The git work tree of git_diff (and the SARIF root).")
+    model_dir: str | None = Field(None, description="A saved detector (overrides registry).")
+    registry: str = Field(
+        "runs/registry", description="A model registry: its production model scores the code."
+    )
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Flag at or above this (default: the model's own)."
+    )
+    fail_on: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="The flow run fails when a function scores at or above this (a CI gate).",
+    )  # fmt: skip
+    output_dir: str = Field(
+        "runs/scans", description="Each run writes <output_dir>/<run name>/ (SARIF, JSON Lines)."
+    )
+    top: int = Field(20, ge=1, le=1000, description="Findings in the UI's table artifact.")
+    scan: ScanConfig = Field(
+        default_factory=lambda: ScanConfig(), description="Files, batching and explanations."
+    )
+
+
+# --------------------------------------------------------------------------- serve
+
+
+class ServeConfig(BaseModel):
+    """``streamguard serve``: the HTTP scoring service (and SageMaker's serving contract)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Bind address. Any address other than loopback requires a bearer token.",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="Port (8080 is SageMaker's; 0: any free).")
+    token_env: str = Field(
+        "STREAMGUARD_API_TOKEN", description="Environment variable holding the bearer token."
+    )
+    token_block: str | None = Field(
+        None, description="Prefect Secret block holding the token (preferred over token_env)."
+    )
+    max_request_bytes: int = Field(
+        2_000_000, ge=1, description="Larger request bodies are refused with 413."
+    )
+    max_functions: int = Field(256, ge=1, description="Functions per request (more: 413).")
+    max_function_chars: int = Field(
+        200_000, ge=1, description="Characters per function (longer: 413)."
+    )
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A request still scoring after this answers 503 (the server stays up).",
+    )
+    concurrency: int = Field(
+        4, ge=1, description="Requests scored at once; the rest wait (bounded by timeout_s)."
+    )
+    batch_size: int = Field(64, ge=1, description="Functions per forward pass.")
+    explain: Literal["flagged", "all", "none"] = Field(
+        "none",
+        description="Which findings get their most relevant lines when a request does not say "
+        "(attributions cost a few forward/backward passes per function, so a service answers "
+        "faster without them): flagged ones, all, or none.",
+    )
+    top_lines: int = Field(
+        5, ge=1, le=100, description="Lines per explained finding when a request does not say."
+    )
+    ig_steps: int = Field(
+        16, ge=2, le=512, description="Integrated-gradients steps for the neural explainers."
+    )
+    use_onnx: bool = Field(
+        True,
+        description="Score with onnxruntime when the model directory holds model.onnx and "
+        "onnxruntime is installed.",
+    )

@@ -25,7 +25,27 @@ Run it by hand (``--with-moto`` also starts an S3 on 127.0.0.1)::
 
     python -m streamguard_core.aws.emulator --port 8765 --with-moto
 
-This is a development tool: no authentication, one instance per job, File input mode only.
+Real-time endpoints are emulated the same way (:class:`EndpointEmulator`): ``CreateModel``,
+``CreateEndpointConfig``, ``CreateEndpoint``, ``UpdateEndpoint``, ``DeleteEndpoint``,
+``Describe*``, ``Delete*`` and ``ListEndpoints`` over the same JSON 1.1 protocol, and the
+runtime's ``InvokeEndpoint`` (``POST /endpoints/<name>/invocations``, point
+``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` here). CreateEndpoint *runs* the endpoint::
+
+    Creating -> ModelDataUrl downloaded from S3 and extracted safely into a fresh
+                /opt/ml/model-like directory; the serving "container" started as a process:
+                ``python -m streamguard_core serve`` (what ``docker run IMAGE serve`` runs)
+                with SM_MODEL_DIR set, on a free 127.0.0.1 port
+             -> InService once its /ping answers 200
+             -> Failed (FailureReason + the log's tail) if it exits or misses the deadline
+
+UpdateEndpoint starts the new container next to the old one and switches when it pings (a
+failed update leaves the old one InService with a FailureReason, as SageMaker's rollback
+does); DeleteEndpoint stops the process; InvokeEndpoint forwards to its ``/invocations`` (a
+container error comes back as SageMaker's ``ModelError`` with the original status). The image
+is checked to be an ECR URI but never pulled: every model runs the StreamGuard server.
+
+This is a development tool: no authentication, one instance per job or endpoint, File input
+mode only.
 """
 
 from __future__ import annotations
@@ -51,7 +71,9 @@ from pathlib import Path
 from typing import Any
 
 from streamguard_core.aws.config import MAX_HYPERPARAMETER_CHARS, MAX_RUNTIME_LIMIT_S
+from streamguard_core.aws.deploy import ECR_IMAGE
 from streamguard_core.aws.s3 import DirSync, download_prefix, parse_s3_uri
+from streamguard_core.aws.tarsafe import safe_extract
 
 log = logging.getLogger("streamguard.aws.emulator")
 
@@ -62,6 +84,9 @@ CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]+$")
 TAG_INTERRUPTIONS = "streamguard:emulate-interruptions"
 TAG_INTERRUPT_AFTER = "streamguard:emulate-interrupt-after-checkpoints"
 ENTRYPOINT = [sys.executable, "-m", "streamguard_core.aws.entrypoint", "train"]
+SERVE_COMMAND = [sys.executable, "-m", "streamguard_core", "serve"]  # `docker run IMAGE serve`
+INVOKE_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit
+INVOKE_TIMEOUT_S = 60.0  # SageMaker's limit on one real-time invocation
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding streamguard_core/
 
 
@@ -292,6 +317,8 @@ class SageMakerEmulator:
         stop_grace_s: seconds between SIGTERM and SIGKILL.
         command: the training command (default: the StreamGuard entrypoint).
         num_gpus: SM_NUM_GPUS the container sees (0: it trains on the CPU).
+        endpoint_startup_timeout_s: an endpoint's container must answer /ping within this.
+        serve_command: the serving container's command (default: ``streamguard serve``).
 
     Spot interruptions need a CheckpointConfig (they are counted in synced checkpoints).
     """
@@ -311,6 +338,8 @@ class SageMakerEmulator:
         stop_grace_s: float = 60.0,
         command: list[str] | None = None,
         num_gpus: int = 0,
+        endpoint_startup_timeout_s: float = 300.0,
+        serve_command: list[str] | None = None,
     ) -> None:
         import boto3
 
@@ -330,6 +359,14 @@ class SageMakerEmulator:
         self._server: ThreadingHTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self.endpoints = EndpointEmulator(
+            self.s3,
+            self.work_root / "endpoints",
+            region=region,
+            startup_timeout_s=endpoint_startup_timeout_s,
+            command=serve_command,
+            poll_interval_s=max(poll_interval_s, 0.05),
+        )
 
     # ------------------------------------------------------------------ server
 
@@ -348,6 +385,19 @@ class SageMakerEmulator:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b"{}"
+                invocation = INVOCATION_PATH.match(self.path.split("?")[0])
+                if invocation is not None:  # the sagemaker-runtime API (REST JSON)
+                    code, headers, answer = emulator.endpoints.invoke(
+                        invocation.group(1), raw if length else b"", dict(self.headers.items())
+                    )
+                    self.send_response(code)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                    return
                 target = self.headers.get("X-Amz-Target", "")
                 status, payload = emulator.handle(target, raw)
                 data = json.dumps(payload).encode()
@@ -390,6 +440,7 @@ class SageMakerEmulator:
         for job in jobs:
             if job.thread is not None:
                 job.thread.join(timeout=30)
+        self.endpoints.stop()
         if self._own_root:
             shutil.rmtree(self.work_root, ignore_errors=True)
 
@@ -406,6 +457,7 @@ class SageMakerEmulator:
             "SageMaker.DescribeTrainingJob": self.describe_training_job,
             "SageMaker.StopTrainingJob": self.stop_training_job,
             "SageMaker.ListTrainingJobs": self.list_training_jobs,
+            **{f"SageMaker.{op}": fn for op, fn in self.endpoints.operations().items()},
         }
         try:
             operation = operations.get(target)
@@ -763,12 +815,594 @@ class SageMakerEmulator:
                     job.model_artifacts = f"s3://{bucket}/{key_base}/{name}"
 
 
+# --------------------------------------------------------------------------- endpoints
+
+INVOCATION_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+LOG_TAIL_CHARS = 600
+
+
+class _EndpointError(Exception):
+    """A deployment failed with this FailureReason."""
+
+
+@dataclass
+class EmulatedResource:
+    """A model or an endpoint config: its request, as Describe* returns it."""
+
+    name: str
+    arn: str
+    request: dict[str, Any]
+    created: float
+
+
+@dataclass
+class EndpointContainer:
+    """One running serving process: the endpoint's single instance."""
+
+    process: subprocess.Popen
+    port: int
+    base: Path
+
+    @property
+    def log(self) -> Path:
+        return self.base / "container.log"
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class EmulatedEndpoint:
+    """One endpoint's state, as DescribeEndpoint reports it, plus its running container."""
+
+    name: str
+    arn: str
+    config_name: str
+    created: float
+    status: str = "Creating"
+    failure_reason: str | None = None
+    last_modified: float = 0.0
+    container: EndpointContainer | None = None
+    variant: dict[str, Any] = field(default_factory=dict)
+    image: str = ""
+    deployments: int = 0
+    deleted: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    thread: threading.Thread | None = None
+
+    def set(self, status: str, reason: str | None = None, **changes: Any) -> None:
+        with self.lock:
+            self.status, self.failure_reason = status, reason
+            self.last_modified = time.time()
+            for key, value in changes.items():
+                setattr(self, key, value)
+        log.info("endpoint %s: %s%s", self.name, status, f" - {reason}" if reason else "")
+
+    def describe(self) -> dict[str, Any]:
+        """The DescribeEndpoint response."""
+        with self.lock:
+            out: dict[str, Any] = {
+                "EndpointName": self.name,
+                "EndpointArn": self.arn,
+                "EndpointConfigName": self.config_name,
+                "EndpointStatus": self.status,
+                "CreationTime": self.created,
+                "LastModifiedTime": self.last_modified or self.created,
+            }
+            if self.variant:
+                count = 1 if self.container is not None else 0
+                out["ProductionVariants"] = [
+                    {
+                        "VariantName": self.variant["VariantName"],
+                        "DeployedImages": [
+                            {"SpecifiedImage": self.image, "ResolvedImage": self.image}
+                        ],
+                        "CurrentWeight": float(self.variant.get("InitialVariantWeight", 1.0)),
+                        "DesiredWeight": float(self.variant.get("InitialVariantWeight", 1.0)),
+                        "CurrentInstanceCount": count,
+                        "DesiredInstanceCount": int(self.variant["InitialInstanceCount"]),
+                    }
+                ]
+            if self.failure_reason:
+                out["FailureReason"] = self.failure_reason
+            return out
+
+    def summary(self) -> dict[str, Any]:
+        """One ListEndpoints entry."""
+        with self.lock:
+            return {
+                "EndpointName": self.name,
+                "EndpointArn": self.arn,
+                "CreationTime": self.created,
+                "LastModifiedTime": self.last_modified or self.created,
+                "EndpointStatus": self.status,
+            }
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _not_found(kind: str, arn: str) -> ApiError:
+    return ApiError("ValidationException", f'Could not find {kind} "{arn}".')
+
+
+class EndpointEmulator:
+    """SageMaker's real-time endpoint API and InvokeEndpoint, each endpoint a real
+    ``streamguard serve`` process on 127.0.0.1 (see the module docstring).
+
+    Args:
+        s3: the S3 client ModelDataUrl is read with.
+        work_root: each deployment's ``model/`` and ``container.log`` go under it.
+        startup_timeout_s: a container must answer /ping within this (else Failed).
+        command: the serving command (``--host 127.0.0.1 --port N`` are appended).
+    """
+
+    def __init__(
+        self,
+        s3: Any,
+        work_root: Path,
+        region: str = "us-east-1",
+        startup_timeout_s: float = 300.0,
+        command: list[str] | None = None,
+        poll_interval_s: float = 0.1,
+    ) -> None:
+        self.s3, self.work_root, self.region = s3, Path(work_root), region
+        self.startup_timeout_s, self.poll_interval_s = startup_timeout_s, poll_interval_s
+        self.command = list(command or SERVE_COMMAND)
+        self.models: dict[str, EmulatedResource] = {}
+        self.configs: dict[str, EmulatedResource] = {}
+        self.endpoints: dict[str, EmulatedEndpoint] = {}
+        self._lock = threading.Lock()
+
+    def operations(self) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+        """The JSON 1.1 operations, by name."""
+        return {
+            "CreateModel": self.create_model,
+            "DescribeModel": self.describe_model,
+            "DeleteModel": self.delete_model,
+            "CreateEndpointConfig": self.create_endpoint_config,
+            "DescribeEndpointConfig": self.describe_endpoint_config,
+            "DeleteEndpointConfig": self.delete_endpoint_config,
+            "CreateEndpoint": self.create_endpoint,
+            "DescribeEndpoint": self.describe_endpoint,
+            "UpdateEndpoint": self.update_endpoint,
+            "DeleteEndpoint": self.delete_endpoint,
+            "ListEndpoints": self.list_endpoints,
+        }
+
+    def _arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{ACCOUNT_ID}:{kind}/{name.lower()}"
+
+    def _name(self, body: dict[str, Any], key: str, member: str) -> str:
+        name = str(body.get(key) or "")
+        _require(
+            bool(JOB_NAME.match(name)),
+            f"1 validation error detected: Value '{name}' at '{member}' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: "
+            "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+        )
+        return name
+
+    # ------------------------------------------------------------------ models and configs
+
+    def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._name(body, "ModelName", "modelName")
+        arn = self._arn("model", name)
+        role = body.get("ExecutionRoleArn") or ""
+        _require(
+            bool(ROLE_ARN.match(role)),
+            f"1 validation error detected: Value '{role}' at 'executionRoleArn' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: "
+            "^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$",
+        )
+        container = body.get("PrimaryContainer") or {}
+        _require(not body.get("Containers"), "the emulator runs PrimaryContainer models only")
+        image = str(container.get("Image") or "")
+        _require(bool(image), "PrimaryContainer.Image is required")
+        _require(
+            bool(ECR_IMAGE.match(image)),
+            f"Requested image {image} is not an ECR image URI "
+            "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag|@sha256:digest])",
+        )
+        data = str(container.get("ModelDataUrl") or "")
+        _require(bool(data), "PrimaryContainer.ModelDataUrl is required (the emulator runs "
+                             "StreamGuard models, which are model.tar.gz archives)")  # fmt: skip
+        if not self._readable(data):
+            raise ApiError(
+                "ValidationException",
+                f"Could not access model data at {data}. Please ensure that the role "
+                f'"{role}" exists and that its trust relationship policy allows the action '
+                '"sts:AssumeRole" for the service principal "sagemaker.amazonaws.com". Also '
+                'ensure that the role has "s3:GetObject" permissions and that the object is '
+                f"located in {self.region}.",
+            )
+        with self._lock:
+            if name in self.models:
+                raise ApiError(
+                    "ValidationException", f'Cannot create already existing model "{arn}".'
+                )
+            self.models[name] = EmulatedResource(name, arn, body, time.time())
+        return {"ModelArn": arn}
+
+    def _readable(self, url: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            bucket, key = parse_s3_uri(url)
+            self.s3.head_object(Bucket=bucket, Key=key)
+        except (ValueError, ClientError):
+            return False
+        return True
+
+    def describe_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = self._get(self.models, body.get("ModelName"), "model")
+        r = model.request
+        out = {
+            "ModelName": model.name,
+            "ModelArn": model.arn,
+            "PrimaryContainer": r["PrimaryContainer"],
+            "ExecutionRoleArn": r["ExecutionRoleArn"],
+            "CreationTime": model.created,
+        }
+        return out
+
+    def delete_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = self._get(self.models, body.get("ModelName"), "model")
+        with self._lock:
+            self.models.pop(model.name, None)
+        return {}
+
+    def create_endpoint_config(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._name(body, "EndpointConfigName", "endpointConfigName")
+        arn = self._arn("endpoint-config", name)
+        variants = body.get("ProductionVariants") or []
+        _require(len(variants) >= 1, "ProductionVariants must hold at least one variant")
+        _require(len(variants) == 1, "the emulator runs endpoints of one production variant")
+        for variant in variants:
+            _require(bool(variant.get("VariantName")), "ProductionVariants.VariantName is required")
+            _require(bool(variant.get("InstanceType")),
+                     "ProductionVariants.InstanceType is required (serverless endpoints are not "
+                     "emulated)")  # fmt: skip
+            _require(int(variant.get("InitialInstanceCount") or 0) >= 1,
+                     "ProductionVariants.InitialInstanceCount must be >= 1")  # fmt: skip
+            model = str(variant.get("ModelName") or "")
+            with self._lock:
+                known = model in self.models
+            if not known:
+                raise _not_found("model", self._arn("model", model))
+        with self._lock:
+            if name in self.configs:
+                raise ApiError(
+                    "ValidationException",
+                    f'Cannot create already existing endpoint configuration "{arn}".',
+                )
+            self.configs[name] = EmulatedResource(name, arn, body, time.time())
+        return {"EndpointConfigArn": arn}
+
+    def describe_endpoint_config(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = self._get(self.configs, body.get("EndpointConfigName"), "endpoint configuration")
+        return {
+            "EndpointConfigName": config.name,
+            "EndpointConfigArn": config.arn,
+            "ProductionVariants": config.request["ProductionVariants"],
+            "CreationTime": config.created,
+        }
+
+    def delete_endpoint_config(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = self._get(self.configs, body.get("EndpointConfigName"), "endpoint configuration")
+        with self._lock:
+            self.configs.pop(config.name, None)
+        return {}
+
+    def _get(self, table: dict[str, Any], name: Any, kind: str) -> Any:
+        with self._lock:
+            found = table.get(str(name or ""))
+        if found is None:
+            slug = {"endpoint configuration": "endpoint-config"}.get(kind, kind)
+            raise _not_found(kind, self._arn(slug, str(name or "")))
+        return found
+
+    # ------------------------------------------------------------------ endpoints
+
+    def create_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = self._name(body, "EndpointName", "endpointName")
+        arn = self._arn("endpoint", name)
+        config = self._get(self.configs, body.get("EndpointConfigName"), "endpoint configuration")
+        with self._lock:
+            if name in self.endpoints:
+                raise ApiError(
+                    "ValidationException", f'Cannot create already existing endpoint "{arn}".'
+                )
+            endpoint = EmulatedEndpoint(name, arn, config.name, time.time())
+            self.endpoints[name] = endpoint
+        log.info("endpoint %s: Creating (%s)", name, config.name)
+        endpoint.thread = threading.Thread(
+            target=self._deploy, args=(endpoint, config, False), name=f"endpoint-{name}",
+            daemon=True,
+        )  # fmt: skip
+        endpoint.thread.start()
+        return {"EndpointArn": arn}
+
+    def describe_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint: EmulatedEndpoint = self._get(self.endpoints, body.get("EndpointName"),
+                                               "endpoint")  # fmt: skip
+        return endpoint.describe()
+
+    def update_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint: EmulatedEndpoint = self._get(self.endpoints, body.get("EndpointName"),
+                                               "endpoint")  # fmt: skip
+        config = self._get(self.configs, body.get("EndpointConfigName"), "endpoint configuration")
+        with endpoint.lock:
+            status = endpoint.status
+            if status == "InService":
+                endpoint.status = "Updating"  # under the lock: one update at a time
+        if status != "InService":
+            raise ApiError(
+                "ValidationException", f'Cannot update in-progress endpoint "{endpoint.arn}".'
+            )
+        endpoint.set("Updating")
+        endpoint.thread = threading.Thread(
+            target=self._deploy, args=(endpoint, config, True), name=f"endpoint-{endpoint.name}",
+            daemon=True,
+        )  # fmt: skip
+        endpoint.thread.start()
+        return {"EndpointArn": endpoint.arn}
+
+    def delete_endpoint(self, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint: EmulatedEndpoint = self._get(self.endpoints, body.get("EndpointName"),
+                                               "endpoint")  # fmt: skip
+        endpoint.set("Deleting")
+        self._shut_down(endpoint)
+        with self._lock:
+            self.endpoints.pop(endpoint.name, None)
+        return {}
+
+    def _shut_down(self, endpoint: EmulatedEndpoint) -> None:
+        endpoint.deleted.set()  # a deployment in progress stops its new container itself
+        if endpoint.thread is not None and endpoint.thread is not threading.current_thread():
+            endpoint.thread.join(timeout=30)
+        container = endpoint.container
+        if container is not None:
+            container.stop()
+
+    def list_endpoints(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            endpoints = list(self.endpoints.values())
+        summaries = [e.summary() for e in endpoints]
+        if body.get("NameContains"):
+            summaries = [s for s in summaries if body["NameContains"] in s["EndpointName"]]
+        if body.get("StatusEquals"):
+            summaries = [s for s in summaries if s["EndpointStatus"] == body["StatusEquals"]]
+        sort_key = {"Name": "EndpointName", "Status": "EndpointStatus"}.get(
+            body.get("SortBy", "CreationTime"), "CreationTime"
+        )
+        summaries.sort(key=lambda s: s[sort_key], reverse=body.get("SortOrder") != "Ascending")
+        start = int(body.get("NextToken") or 0)
+        size = int(body.get("MaxResults") or 10)
+        _require(1 <= size <= 100, "MaxResults must be 1..100")
+        out: dict[str, Any] = {"Endpoints": summaries[start : start + size]}
+        if start + size < len(summaries):
+            out["NextToken"] = str(start + size)
+        return out
+
+    def endpoint_log(self, name: str) -> str:
+        """The current container's output (CloudWatch's stand-in)."""
+        endpoint = self.endpoints[name]
+        container = endpoint.container
+        if container is None or not container.log.exists():
+            return ""
+        return container.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Stop every endpoint's container."""
+        with self._lock:
+            endpoints = list(self.endpoints.values())
+        for endpoint in endpoints:
+            self._shut_down(endpoint)
+
+    # ------------------------------------------------------------------ the deployment runner
+
+    def _deploy(self, endpoint: EmulatedEndpoint, config: EmulatedResource, update: bool) -> None:
+        """Start the config's container; switch the endpoint to it once it pings."""
+        try:
+            container, variant, image = self._start(endpoint, config)
+        except _EndpointError as exc:
+            reason = str(exc)[:1024]
+        except Exception as exc:  # a bug here must end the deployment, not hang it
+            log.exception("endpoint %s: emulator error", endpoint.name)
+            reason = f"InternalServerError: {type(exc).__name__}: {exc}"
+        else:
+            with endpoint.lock:  # traffic goes to the new container from here on
+                old, endpoint.container = endpoint.container, container
+            if old is not None:
+                old.stop()
+            endpoint.set("InService", None, config_name=config.name, variant=variant, image=image)
+            return
+        if endpoint.deleted.is_set():
+            return
+        if update:  # SageMaker rolls a failed update back: the old container keeps serving
+            endpoint.set("InService", f"Update failed: {reason}")
+        else:
+            endpoint.set("Failed", reason)
+
+    def _start(
+        self, endpoint: EmulatedEndpoint, config: EmulatedResource
+    ) -> tuple[EndpointContainer, dict[str, Any], str]:
+        variant = config.request["ProductionVariants"][0]
+        with self._lock:
+            model = self.models.get(variant["ModelName"])
+        if model is None:
+            raise _EndpointError(f"Model {variant['ModelName']} of the endpoint config was deleted")
+        container_def = model.request["PrimaryContainer"]
+        endpoint.deployments += 1
+        base = self.work_root / endpoint.name / f"deployment-{endpoint.deployments}"
+        model_dir = base / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        url = container_def["ModelDataUrl"]
+        archive = base / "model.tar.gz"
+        try:
+            bucket, key = parse_s3_uri(url)
+            self.s3.download_file(bucket, key, str(archive))
+            safe_extract(archive, model_dir)
+        except Exception as exc:
+            raise _EndpointError(
+                f'Failed to extract model data archive from URL "{url}". Please ensure that '
+                f"the object located at the URL is a valid tar.gz archive ({exc})"
+            ) from exc
+        finally:
+            archive.unlink(missing_ok=True)
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            {
+                "SM_MODEL_DIR": str(model_dir),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+                ),
+            }
+        )
+        env.update(container_def.get("Environment") or {})
+        command = [*self.command, "--host", "127.0.0.1", "--port", str(port)]
+        with open(base / "container.log", "wb") as out:
+            process = subprocess.Popen(command, cwd=base, env=env, stdout=out,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+        container = EndpointContainer(process, port, base)
+        try:
+            self._wait_ping(endpoint, container, variant["VariantName"])
+        except BaseException:
+            container.stop(grace_s=5)
+            raise
+        return container, variant, str(container_def["Image"])
+
+    def _wait_ping(
+        self, endpoint: EmulatedEndpoint, container: EndpointContainer, variant: str
+    ) -> None:
+        import http.client
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if endpoint.deleted.is_set():
+                raise _EndpointError("the endpoint was deleted while it was being created")
+            code = container.process.poll()
+            if code is not None:
+                raise _EndpointError(
+                    f"The primary container for production variant {variant} did not pass the "
+                    f"ping health check: it exited with code {code}. Log tail: "
+                    + self._tail(container)
+                )
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", container.port, timeout=2)
+                conn.request("GET", "/ping")
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return
+            except OSError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                raise _EndpointError(
+                    f"The primary container for production variant {variant} did not pass the "
+                    f"ping health check within {self.startup_timeout_s:g} s. Log tail: "
+                    + self._tail(container)
+                )
+            time.sleep(self.poll_interval_s)
+
+    @staticmethod
+    def _tail(container: EndpointContainer) -> str:
+        text = container.log.read_text(errors="replace") if container.log.exists() else ""
+        text = " | ".join(line for line in text.strip().splitlines()[-8:])
+        return text[-LOG_TAIL_CHARS:] or "(no output)"
+
+    # ------------------------------------------------------------------ the runtime API
+
+    def invoke(
+        self, name: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """InvokeEndpoint: forward to the container's /invocations; (status, headers, body)."""
+        import http.client
+
+        def error(status: int, code: str, message: str, **extra: Any) -> tuple[
+            int, dict[str, str], bytes
+        ]:  # fmt: skip
+            payload = {"message": message, **extra}
+            return status, {"x-amzn-ErrorType": code, "Content-Type": "application/json"}, (
+                json.dumps(payload).encode()
+            )  # fmt: skip
+
+        with self._lock:
+            endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            return error(
+                400, "ValidationError", f"Endpoint {name} of account {ACCOUNT_ID} not found."
+            )
+        with endpoint.lock:
+            container, status = endpoint.container, endpoint.status
+            variant = endpoint.variant.get("VariantName", "AllTraffic")
+        if container is None or status not in ("InService", "Updating"):
+            message = f"Endpoint {name} of account {ACCOUNT_ID} is {status}, not InService."
+            return error(400, "ValidationError", message)
+        if len(body) > INVOKE_MAX_BYTES:
+            return error(400, "ValidationError",
+                         f"Request body of {len(body)} bytes exceeds the limit of "
+                         f"{INVOKE_MAX_BYTES} bytes.")  # fmt: skip
+        lower = {k.lower(): v for k, v in headers.items()}
+        forward = {"Content-Type": lower.get("content-type", "application/octet-stream"),
+                   "Accept": lower.get("accept", "*/*")}  # fmt: skip
+        if "x-amzn-sagemaker-custom-attributes" in lower:
+            forward["X-Amzn-SageMaker-Custom-Attributes"] = lower[
+                "x-amzn-sagemaker-custom-attributes"
+            ]
+        log_stream = (f"arn:aws:logs:{self.region}:{ACCOUNT_ID}:log-group:"
+                      f"/aws/sagemaker/Endpoints/{name}")  # fmt: skip
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", container.port, timeout=INVOKE_TIMEOUT_S)
+            conn.request("POST", "/invocations", body=body, headers=forward)
+            response = conn.getresponse()
+            answer, code = response.read(), response.status
+            content_type = response.getheader("Content-Type") or "application/octet-stream"
+            conn.close()
+        except TimeoutError:
+            return error(424, "ModelError",
+                         f"Your invocation timed out while waiting for a response from container "
+                         f"primary (the container of variant {variant}).", OriginalStatusCode=0,
+                         OriginalMessage="timed out", LogStreamArn=log_stream)  # fmt: skip
+        except OSError as exc:
+            return error(424, "ModelError",
+                         f"Received no response from primary: {exc}", OriginalStatusCode=0,
+                         OriginalMessage=str(exc), LogStreamArn=log_stream)  # fmt: skip
+        if 200 <= code < 300:
+            return 200, {"Content-Type": content_type,
+                         "x-Amzn-Invoked-Production-Variant": variant}, answer  # fmt: skip
+        text = answer.decode("utf-8", errors="replace")
+        side = "client" if 400 <= code < 500 else "server"
+        return error(
+            424, "ModelError",
+            f'Received {side} error ({code}) from primary with message "{text}". See '
+            f"{log_stream} in account {ACCOUNT_ID} for more information.",
+            OriginalStatusCode=code, OriginalMessage=text, LogStreamArn=log_stream,
+            ErrorCode=f"{side.upper()}_ERROR_FROM_MODEL",
+        )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m streamguard_core.aws.emulator``: serve until interrupted."""
     parser = argparse.ArgumentParser(
         prog="python -m streamguard_core.aws.emulator",
-        description="An offline SageMaker training-job API on 127.0.0.1 that runs the real "
-        "StreamGuard entrypoint.",
+        description="An offline SageMaker (training jobs, real-time endpoints, InvokeEndpoint) "
+        "on 127.0.0.1 that runs the real StreamGuard entrypoint and server.",
     )
     parser.add_argument("--port", type=int, default=0, help="0 = a free port")
     parser.add_argument("--work-root", default=None, help="job directories (default: temp)")
@@ -815,6 +1449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.create_bucket:
         emulator.s3.create_bucket(Bucket=args.create_bucket)
     print(f"export AWS_ENDPOINT_URL_SAGEMAKER={emulator.url}")
+    print(f"export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME={emulator.url}")
     if s3_url:
         print(f"export AWS_ENDPOINT_URL={s3_url}")
     print("# serving; Ctrl-C stops", flush=True)

@@ -154,7 +154,7 @@ class FusionDetector:
 
     kind = "fusion"
 
-    def __init__(self, model_dir: str | Path) -> None:
+    def __init__(self, model_dir: str | Path, use_onnx: bool = False) -> None:
         from safetensors.torch import load_file
 
         from streamguard_core.models.registry import load_detector
@@ -165,7 +165,9 @@ class FusionDetector:
             raise ValueError(f"{self.dir}: model kind is {self.card.get('kind')!r}, not fusion")
         self.config = FusionConfig.model_validate(self.card["config"])
         self.base_names: list[str] = list(self.card["base_models"])
-        self.bases = [load_detector(self.dir / BASES / name) for name in self.base_names]
+        self.bases = [
+            load_detector(self.dir / BASES / name, use_onnx=use_onnx) for name in self.base_names
+        ]
         self.net = FusionNet(len(self.bases), self.config.hidden_dim)
         self.net.load_state_dict(load_file(str(self.dir / WEIGHTS)))
         self.net.eval()

@@ -55,8 +55,27 @@ class _ArraySplit:
         )
 
 
+def function_batches(
+    funcs: list[str],
+    language_hints: list[str | None] | None,
+    model_dir: Path,
+    preprocess: PreprocessConfig,
+    kind: str,
+    pad_id: int,
+) -> Batches:
+    """Raw functions preprocessed as the model in ``model_dir`` was trained, ready to collate
+    (shared by the torch and the onnxruntime detectors)."""
+    hints = language_hints or [None] * len(funcs)
+    chunks = process_functions(
+        list(zip(funcs, hints, strict=True)), model_dir, preprocess, workers=1
+    )
+    return Batches(_ArraySplit(chunks, [0] * len(funcs)), kind, pad_id)  # type: ignore[arg-type]
+
+
 class NeuralDetector:
     """A trained GNN or transformer with its preprocessing and decision threshold."""
+
+    backend = "torch"
 
     def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
         from streamguard_core.models.adapters import adapter_for, resolve_device
@@ -77,10 +96,7 @@ class NeuralDetector:
         batch_size: int = 32,
     ) -> np.ndarray:
         """Probability of the vulnerable class per function, shape [n]."""
-        hints = language_hints or [None] * len(funcs)
-        chunks = process_functions(
-            list(zip(funcs, hints, strict=True)), self.dir, self.preprocess, workers=1
+        data = function_batches(
+            funcs, language_hints, self.dir, self.preprocess, self.kind, self.pad_id
         )
-        split = _ArraySplit(chunks, [0] * len(funcs))
-        data = Batches(split, self.kind, self.pad_id)  # type: ignore[arg-type]
         return predict(self.kind, self.model, data, self.device, batch_size)

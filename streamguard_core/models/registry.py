@@ -13,8 +13,15 @@ from streamguard_core.schema import FunctionRecord, Reject
 SUPPORTED_KINDS = ("baseline", "gnn", "transformer", "fusion")
 
 
-def load_detector(model_dir: str | Path) -> Any:
-    """The detector saved in ``model_dir`` (kind read from its model card)."""
+def load_detector(model_dir: str | Path, use_onnx: bool = False) -> Any:
+    """The detector saved in ``model_dir`` (kind read from its model card).
+
+    ``use_onnx``: a GNN or transformer scores with onnxruntime
+    (:class:`~streamguard_core.export.runtime.OnnxDetector`) when the directory holds a fresh
+    ``model.onnx`` (``streamguard export onnx``) and onnxruntime is installed, otherwise with
+    torch; a fusion model passes it to its bases. A present but unusable ``model.onnx`` raises
+    :class:`~streamguard_core.export.runtime.OnnxModelError` naming the file.
+    """
     card_path = Path(model_dir) / "model_card.json"
     if not card_path.exists():
         raise DataError(f"{model_dir}: not a model directory (no model_card.json)")
@@ -26,11 +33,17 @@ def load_detector(model_dir: str | Path) -> Any:
     if kind in ("gnn", "transformer"):
         from streamguard_core.models.neural import NeuralDetector
 
+        if use_onnx:
+            from streamguard_core.export.runtime import load_onnx_detector
+
+            onnx_detector = load_onnx_detector(model_dir)
+            if onnx_detector is not None:
+                return onnx_detector
         return NeuralDetector(model_dir)
     if kind == "fusion":
         from streamguard_core.models.fusion import FusionDetector
 
-        return FusionDetector(model_dir)
+        return FusionDetector(model_dir, use_onnx=use_onnx)
     raise DataError(
         f"{model_dir}: model kind {kind!r} cannot be loaded yet (supported: {SUPPORTED_KINDS})"
     )

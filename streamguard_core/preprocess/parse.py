@@ -248,7 +248,8 @@ class GraphBatch:
     """Graphs of consecutive functions in CSR layout (edge indices local to each graph).
 
     Shapes: ``node_type``/``node_token`` [total_nodes]; ``num_nodes`` [num_graphs];
-    ``edge_index`` [2, total_edges]; ``edge_type`` [total_edges]; ``num_edges`` [num_graphs].
+    ``edge_index`` [2, total_edges]; ``edge_type`` [total_edges]; ``num_edges`` [num_graphs];
+    ``node_start`` [total_nodes] or None.
     """
 
     node_type: np.ndarray
@@ -258,6 +259,9 @@ class GraphBatch:
     edge_type: np.ndarray
     num_edges: np.ndarray
     info: list[GraphInfo]
+    node_start: np.ndarray | None = None
+    """``GraphBuilder(keep_positions=True)`` only: the byte (UTF-8, surrogatepass) at which each
+    node starts in its function; -1 for a node with no place of its own (the fallback root)."""
 
     def graph(self, i: int) -> FunctionGraph:
         """The ``i``-th function's graph."""
@@ -510,6 +514,38 @@ def _walk(
     return n - base, error_bytes / max(len(src), 1), truncated, _key(norm)
 
 
+# Kinds that are a node but never walked into (their subtree is one leaf); the other node kinds
+# (_KEEP, _ERROR and the data-flow constructs) are walked into, as _STRUCTURAL kinds are.
+_LEAF_ACTIONS = frozenset([_IDENT, _VAR, _LITERAL, _NAMED_LEAF])
+
+
+def _node_starts(tree: tree_sitter.Tree, table: _KindTable, max_nodes: int
+                 ) -> tuple[list[int], list[int]]:  # fmt: skip
+    """Start byte and node-type id of every node :func:`_walk` makes, in its order.
+
+    A second, position-only walk (``GraphBuilder(keep_positions=True)``) so that the hot
+    :func:`_walk` is untouched; the builder checks the node types agree with the graph's.
+    """
+    action, vocab_id = table.action, table.vocab_id
+    starts: list[int] = []
+    types: list[int] = []
+    cursor = tree.walk()
+    while True:
+        node: tree_sitter.Node = cursor.node  # type: ignore[assignment]  # never None mid-walk
+        act = action[node.kind_id]
+        descend = act != _COMMENT and act not in _LEAF_ACTIONS
+        if act != _STRUCTURAL and act != _COMMENT:
+            if len(starts) >= max_nodes:
+                return starts, types
+            starts.append(node.start_byte)
+            types.append(vocab_id[node.kind_id])
+        if descend and cursor.goto_first_child():
+            continue
+        while not cursor.goto_next_sibling():
+            if not cursor.goto_parent():
+                return starts, types
+
+
 def _declared_variable(node: tree_sitter.Node | None) -> tree_sitter.Node | None:
     """The identifier a declarator declares, through pointer/array/init/... wrappers."""
     while node is not None:
@@ -586,17 +622,22 @@ _FALLBACK_KIND = {
 }
 
 
-def _fallback(func: str, max_nodes: int, acc: _Lists) -> tuple[int, bool]:
+def _fallback(
+    func: str, max_nodes: int, acc: _Lists, starts: list[int] | None = None
+) -> tuple[int, bool]:
     """Token-chain graph from a regex lexer, appended to ``acc``; returns (nodes, truncated).
 
     A root node is the parent of every token, so the next-sibling edges form the token chain;
-    identifiers get next-use edges as in the AST graph.
+    identifiers get next-use edges as in the AST graph. ``starts`` (optional) receives every
+    node's start character (-1 for the root).
     """
     index = node_type_index()
     unk, ident = index[UNK], index["identifier"]
     base = len(acc.node_type)
     acc.node_type.append(index[FALLBACK_ROOT])
     acc.parent.append(-1)
+    if starts is not None:
+        starts.append(-1)
     last_use: dict[str, int] = {}
     truncated = False
     for m in _TOKEN_RE.finditer(func):
@@ -626,6 +667,8 @@ def _fallback(func: str, max_nodes: int, acc: _Lists) -> tuple[int, bool]:
             vid = index.get(text, unk)
         acc.node_type.append(vid)
         acc.parent.append(base)
+        if starts is not None:
+            starts.append(m.start())
     return len(acc.node_type) - base, truncated
 
 
@@ -648,10 +691,17 @@ class GraphBuilder:
         max_nodes: graphs are cut at this many nodes.
         data_flow_edges: also build the last-write and def-use edges; ``None`` takes
             :attr:`~streamguard_core.config.PreprocessConfig.data_flow_edges`' default.
+        keep_positions: also record where every node starts (``GraphBatch.node_start``, for
+            line-level explanations). Costs a second parse and walk per function; the graphs
+            are the same either way.
     """
 
     def __init__(
-        self, language: str = "auto", max_nodes: int = 20_000, data_flow_edges: bool | None = None
+        self,
+        language: str = "auto",
+        max_nodes: int = 20_000,
+        data_flow_edges: bool | None = None,
+        keep_positions: bool = False,
     ) -> None:
         if language not in ("auto", "c", "cpp"):
             raise ValueError(f"language must be auto, c or cpp, got {language!r}")
@@ -662,6 +712,7 @@ class GraphBuilder:
         self.language = language
         self.max_nodes = max_nodes
         self.data_flow_edges = data_flow_edges
+        self.keep_positions = keep_positions
         self._parsers = {name: tree_sitter.Parser(lang) for name, lang in LANGUAGES.items()}
 
     def _parse_into(self, src: bytes, lang: str, acc: _Lists) -> GraphInfo:
@@ -699,7 +750,39 @@ class GraphBuilder:
         hints = hints or [None] * len(funcs)
         infos = [self._add(f, h, acc) for f, h in zip(funcs, hints, strict=True)]
         arrays = acc.assemble([i.num_nodes for i in infos])
-        return GraphBatch(*arrays, infos)
+        batch = GraphBatch(*arrays, infos)
+        if self.keep_positions:
+            batch.node_start = self._positions(funcs, batch)
+        return batch
+
+    def _positions(self, funcs: list[str], batch: GraphBatch) -> np.ndarray:
+        """Start byte of every node of ``batch`` (-1: none), found by walking each function's
+        chosen parse (or lexing its fallback) again."""
+        parts: list[np.ndarray] = []
+        first = 0
+        for func, info in zip(funcs, batch.info, strict=True):
+            if info.status == "fallback":
+                chars: list[int] = []
+                relexed = _Lists()
+                _fallback(func, self.max_nodes, relexed, chars)
+                # character -> byte offsets of the UTF-8 (surrogatepass) text the parser reads
+                widths = [len(ch.encode("utf-8", "surrogatepass")) for ch in func]
+                byte_of = np.concatenate([[0], np.cumsum(widths, dtype=np.int64)])
+                starts = np.where(np.asarray(chars) >= 0, byte_of[np.maximum(chars, 0)], -1)
+                types = np.asarray(relexed.node_type)
+            else:
+                tree = self._parsers[info.language].parse(func.encode("utf-8", "surrogatepass"))
+                table = _kind_table(info.language, self.data_flow_edges)
+                found, kinds = _node_starts(tree, table, self.max_nodes)
+                starts, types = np.asarray(found, dtype=np.int64), np.asarray(kinds)
+            built = batch.node_type[first : first + info.num_nodes]
+            first += info.num_nodes
+            if len(starts) != len(built) or (types != built).any():
+                raise AssertionError(  # _node_starts no longer mirrors _walk: a bug
+                    f"node positions disagree with the graph ({len(starts)} vs {len(built)} nodes)"
+                )
+            parts.append(np.asarray(starts, dtype=np.int64))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def build(self, func: str, hint: str | None = None) -> FunctionGraph:
         """Graph of one function; ``hint`` ('c'/'cpp') picks the first grammar in auto mode."""

@@ -17,6 +17,7 @@ from streamguard_core.scan.run import (
     scan,
     write_jsonl,
 )
+from streamguard_core.scan.sarif import sarif_json, sarif_log, write_sarif
 
 __all__ = [
     "ChangedFile",
@@ -30,6 +31,9 @@ __all__ = [
     "iter_diff_sources",
     "iter_sources",
     "jsonl_rows",
+    "sarif_json",
+    "sarif_log",
     "scan",
     "write_jsonl",
+    "write_sarif",
 ]

@@ -14,12 +14,16 @@ Find every C/C++ function (tree-sitter) in files, directories or the lines a git
 touches, score it with a saved detector, and print the findings sorted by probability.
 Directories are read recursively; inside a git work tree .gitignore is respected. Binary,
 unreadable, oversized and non-C/C++ files, symlink loops and over-long functions are skipped
-and listed with their reason at the end (table) or in the final {"summary": ...} line (jsonl).
+and listed with their reason at the end (table), in the final {"summary": ...} line (jsonl) or
+as tool notifications (sarif). Flagged functions get their most relevant lines (--explain).
 
   streamguard scan src/ --model-dir runs/baseline/seed_42/model
   streamguard scan . --registry runs/registry --top 20          # the production model
   streamguard scan --git-diff origin/main..HEAD --repo . --registry runs/registry --fail-on 0.9
-  streamguard scan lib/ --model-dir M --format jsonl --output findings.jsonl
+  streamguard scan lib/ --model-dir M --format jsonl --output findings.jsonl --explain all
+  streamguard scan . --registry runs/registry --format sarif --output results.sarif
+      # SARIF 2.1.0 for GitHub code scanning (github/codeql-action/upload-sarif); paths in
+      # it are relative to --base-dir (default: --repo with --git-diff, else the current dir)
 
 Exit codes: 0 no finding at or above --fail-on (or no --fail-on), 1 a finding at or above
 --fail-on, 2 a usage error (no model, an unknown revision range, bad flags).
@@ -42,10 +46,48 @@ def _positive(text: str) -> int:
     return value
 
 
+def _scan_field(name: str) -> Any:
+    """An argparse type: an integer checked against ``ScanConfig.<name>``'s bounds."""
+    from pydantic import ValidationError
+
+    from streamguard_core.config import ScanConfig
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+            ScanConfig.model_validate({name: value})
+        except ValueError as exc:  # ValidationError is a ValueError
+            reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise argparse.ArgumentTypeError(f"{text}: {reason}") from None
+        return value
+
+    parse.__name__ = name  # argparse names the type in its "invalid ... value" message
+    return parse
+
+
+def _field_help(name: str) -> str:
+    """``ScanConfig.<name>``'s description, with argparse's default placeholder."""
+    from streamguard_core.config import ScanConfig
+
+    return f"{ScanConfig.model_fields[name].description} (default: %(default)s)"
+
+
 def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``streamguard scan``."""
+    from typing import get_args
+
+    from streamguard_core.config import ScanConfig
     from streamguard_core.scan.discover import MAX_FILE_BYTES
-    from streamguard_core.scan.run import BATCH_SIZE, MAX_FUNCTION_LINES
+    from streamguard_core.scan.run import (
+        BATCH_SIZE,
+        EXPLAIN,
+        IG_STEPS,
+        MAX_FUNCTION_LINES,
+        TOP_LINES,
+        USE_ONNX,
+    )
+
+    fields = ScanConfig.model_fields
 
     parser = subparsers.add_parser(
         "scan",
@@ -76,8 +118,33 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--fail-on", type=_probability, default=None, metavar="P",
         help="exit 1 when a function's probability is at or above P (default: never)",
     )  # fmt: skip
-    parser.add_argument("--format", choices=("table", "jsonl"), default="table")
+    parser.add_argument(
+        "--format", choices=("table", "jsonl", "sarif"), default="table",
+        help="table (text), jsonl (one finding per line, then a summary) or sarif (SARIF 2.1.0, "
+        "flagged functions only)",
+    )  # fmt: skip
     parser.add_argument("--output", default=None, help="write there instead of stdout")
+    parser.add_argument(
+        "--base-dir", default=None, metavar="DIR",
+        help="sarif: file URIs are relative to DIR (default: --repo with --git-diff, else the "
+        "current directory); files outside it get absolute file:// URIs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--explain", choices=get_args(fields["explain"].annotation), default=EXPLAIN,
+        help=_field_help("explain"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--top-lines", type=_scan_field("top_lines"), default=TOP_LINES, metavar="N",
+        help=_field_help("top_lines"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--ig-steps", type=_scan_field("ig_steps"), default=IG_STEPS, metavar="N",
+        help=_field_help("ig_steps"),
+    )  # fmt: skip
+    parser.add_argument(
+        "--onnx", dest="use_onnx", action=argparse.BooleanOptionalAction, default=USE_ONNX,
+        help=_field_help("use_onnx"),
+    )  # fmt: skip
     parser.add_argument("--top", type=_positive, default=None, help="table: the N highest only")
     parser.add_argument("--batch-size", type=_positive, default=BATCH_SIZE)
     parser.add_argument(
@@ -121,9 +188,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from streamguard_core.io import atomic_write_text
     from streamguard_core.scan.discover import ScanError
     from streamguard_core.scan.run import format_table, jsonl_rows, scan, write_jsonl
+    from streamguard_core.scan.sarif import sarif_json
 
     if not args.paths and args.git_diff is None:
         return _usage_error("give a PATH to scan or --git-diff RANGE")
+    if args.base_dir is not None and not Path(args.base_dir).is_dir():
+        return _usage_error(f"--base-dir {args.base_dir}: not a directory")
     try:
         model_dir = resolve_model_dir(args.model_dir, args.registry)
         # with --git-diff, PATHs limit the diff; git reads them relative to the repository
@@ -138,10 +208,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
             max_function_lines=args.max_function_lines,
             max_file_bytes=args.max_file_bytes,
             progress=sys.stderr.isatty(),
+            explain=args.explain,
+            top_lines=args.top_lines,
+            ig_steps=args.ig_steps,
+            use_onnx=args.use_onnx,
         )
     except (ValueError, DataError, ScanError) as exc:
         return _usage_error(str(exc))
-    if args.format == "jsonl":
+    if args.format == "sarif":
+        # git-diff findings name files relative to the repository, others relative to the cwd
+        source_root = Path(args.repo) if args.git_diff else Path.cwd()
+        base_dir = Path(args.base_dir) if args.base_dir else source_root
+        sarif = sarif_json(result, base_dir=base_dir, source_root=source_root)
+        if args.output:
+            atomic_write_text(Path(args.output), sarif)
+        else:
+            sys.stdout.write(sarif)
+    elif args.format == "jsonl":
         if args.output:
             write_jsonl(result, args.output)
         else:

@@ -17,6 +17,7 @@ from typing import Any
 
 from streamguard_core.collect.functions import extract_file_functions
 from streamguard_core.config import ScanConfig
+from streamguard_core.explain.lines import LineScore
 from streamguard_core.io import write_jsonl as _write_rows
 from streamguard_core.models.registry import load_detector
 from streamguard_core.scan.discover import (
@@ -29,6 +30,10 @@ from streamguard_core.scan.discover import (
 
 BATCH_SIZE: int = ScanConfig.model_fields["batch_size"].default
 MAX_FUNCTION_LINES: int = ScanConfig.model_fields["max_function_lines"].default
+EXPLAIN: str = ScanConfig.model_fields["explain"].default
+TOP_LINES: int = ScanConfig.model_fields["top_lines"].default
+IG_STEPS: int = ScanConfig.model_fields["ig_steps"].default
+USE_ONNX: bool = ScanConfig.model_fields["use_onnx"].default
 PROGRESS_MIN_FUNCTIONS = 256  # below this a progress bar is noise
 
 
@@ -43,6 +48,9 @@ class Finding:
     probability: float
     flagged: bool
     language: str
+    lines: tuple[LineScore, ...] = ()
+    """The most relevant lines (file line numbers), highest score first; empty when the
+    finding was not explained (see ``explain``)."""
 
 
 @dataclass
@@ -118,6 +126,10 @@ def scan(
     max_file_bytes: int = MAX_FILE_BYTES,
     progress: bool = False,
     detector: Any | None = None,
+    explain: str = EXPLAIN,
+    top_lines: int = TOP_LINES,
+    ig_steps: int = IG_STEPS,
+    use_onnx: bool = USE_ONNX,
 ) -> ScanResult:
     """Extract the functions of ``paths`` (or of a git diff) and score them.
 
@@ -133,6 +145,11 @@ def scan(
         max_file_bytes: larger files are skipped (``too_large``).
         progress: show a progress bar on stderr for big scans.
         detector: an already loaded detector for ``model_dir`` (skips loading it again).
+        explain: ``flagged`` / ``all`` / ``none``: which findings get their ``top_lines``
+            most relevant lines (:mod:`streamguard_core.explain`).
+        top_lines: lines kept per explained finding.
+        ig_steps: integrated-gradients steps of the neural explainers.
+        use_onnx: score with onnxruntime when the model directory holds an ONNX export.
 
     Raises:
         ScanError: a bad revision range or a ``repo`` that is not a git work tree.
@@ -140,8 +157,10 @@ def scan(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if explain not in ("flagged", "all", "none"):
+        raise ValueError(f"explain must be flagged, all or none, got {explain!r}")
     if detector is None:
-        detector = load_detector(model_dir)
+        detector = load_detector(model_dir, use_onnx=use_onnx)
     cutoff = float(detector.threshold if threshold is None else threshold)
     sources: Iterator[SourceFile | Skipped] = (
         iter_diff_sources(repo, git_diff, paths, max_file_bytes=max_file_bytes)
@@ -175,14 +194,47 @@ def scan(
             spans.append((item.path, func.name, func.start_line, func.end_line, language or ""))
             texts.append(func.text)
     probs = _batched_proba(detector, texts, batch_size, progress) if texts else []
+    explained = [
+        i for i, p in enumerate(probs) if explain == "all" or (explain == "flagged" and p >= cutoff)
+    ]
+    lines: dict[int, tuple[LineScore, ...]] = {}
+    if explained:
+        first_lines = [spans[i][2] for i in explained]
+        chosen = [texts[i] for i in explained]
+        lines = _explain(
+            model_dir, detector, chosen, explained, first_lines, top_lines, ig_steps, progress
+        )
     result.findings = sorted(
         (
-            Finding(path, name, start, end, p, p >= cutoff, language)
-            for (path, name, start, end, language), p in zip(spans, probs, strict=True)
+            Finding(path, name, start, end, p, p >= cutoff, language, lines.get(i, ()))
+            for i, ((path, name, start, end, language), p) in enumerate(
+                zip(spans, probs, strict=True)
+            )
         ),
         key=lambda f: (-f.probability, f.file, f.start_line),
     )
     return result
+
+
+def _explain(
+    model_dir: str | Path,
+    detector: Any,
+    texts: list[str],
+    indices: list[int],
+    first_lines: list[int],
+    k: int,
+    ig_steps: int,
+    progress: bool,
+) -> dict[int, tuple[LineScore, ...]]:
+    """The ``k`` most relevant file lines of each explained function, by finding index."""
+    from streamguard_core.explain import load_explainer, top_lines
+
+    explainer = load_explainer(model_dir, detector=detector, ig_steps=ig_steps)
+    scores = explainer.line_scores(texts, progress=progress)
+    return {
+        i: tuple(LineScore(first + s.line - 1, s.score) for s in top_lines(text, per_line, k))
+        for i, text, first, per_line in zip(indices, texts, first_lines, scores, strict=True)
+    }
 
 
 def jsonl_rows(result: ScanResult) -> Iterator[dict[str, Any]]:
@@ -199,18 +251,26 @@ def write_jsonl(result: ScanResult, path: str | Path) -> int:
 
 def format_table(result: ScanResult, top: int | None = None) -> str:
     """An aligned text table of the findings (``top``: the highest ``top`` only), a summary
-    line, and the skipped files with their reasons."""
+    line, and the skipped files with their reasons.
+
+    When a shown finding was explained, a ``lines`` column holds its most relevant file lines,
+    most relevant first (``12,15,9``; ``-`` for findings that were not explained).
+    """
     shown = result.findings if top is None else result.findings[:top]
-    header = ("probability", "flagged", "location", "function")
+    with_lines = any(f.lines for f in shown)
+    header = ("probability", "flagged", "location", *(("lines",) if with_lines else ()),
+              "function")  # fmt: skip
     rows = [
         (f"{f.probability:.4f}", "yes" if f.flagged else "no",
-         f"{f.file}:{f.start_line}-{f.end_line}", f.function)
+         f"{f.file}:{f.start_line}-{f.end_line}",
+         *((",".join(str(s.line) for s in f.lines) or "-",) if with_lines else ()), f.function)
         for f in shown
     ]  # fmt: skip
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    padded = len(header) - 1  # every column but the last (the function name) is padded
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(padded)]
     lines = [
-        "  ".join([row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2]),
-                   row[3]]).rstrip()
+        "  ".join([row[0].rjust(widths[0]),
+                   *(row[i].ljust(widths[i]) for i in range(1, padded)), row[-1]]).rstrip()
         for row in [header, *rows]
     ]  # fmt: skip
     if len(shown) < len(result.findings):

@@ -252,7 +252,7 @@ def test_requests_are_validated_like_sagemaker(clients, emulator, data_uri):
         emulator.url,
         data=b"{}",
         method="POST",
-        headers={"X-Amz-Target": "SageMaker.CreateEndpoint"},
+        headers={"X-Amz-Target": "SageMaker.CreateTransformJob"},
     )
     with pytest.raises(urllib.error.HTTPError) as http:
         urllib.request.urlopen(unknown, timeout=10)
@@ -298,5 +298,9 @@ def test_the_emulator_runs_as_a_command(tmp_path, monkeypatch):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-    assert set(exports) == {"AWS_ENDPOINT_URL_SAGEMAKER", "AWS_ENDPOINT_URL"}
+    assert set(exports) == {
+        "AWS_ENDPOINT_URL_SAGEMAKER",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+        "AWS_ENDPOINT_URL",
+    }
     assert proc.returncode == 0

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from streamguard_core.config import ScanConfig
 from streamguard_core.data.synthetic import generate_synthetic
+from streamguard_core.explain.lines import LineScore
 from streamguard_core.io import read_jsonl
 from streamguard_core.models.baseline import BaselineDetector
 from streamguard_core.models.registry import load_detector
 from streamguard_core.pipeline.registry import ModelRegistry
 from streamguard_core.scan.cli import add_scan_parser
 from streamguard_core.scan.discover import ScanError
-from streamguard_core.scan.run import format_table, scan, write_jsonl
+from streamguard_core.scan.run import Finding, ScanResult, format_table, scan, write_jsonl
 
 A_C = """\
 #include <string.h>
@@ -61,6 +65,11 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     det = BaselineDetector()
     det.fit([r.func for r in records], [r.label for r in records])
     return det.save(tmp_path_factory.mktemp("model") / "baseline")
+
+
+def as_row(finding: Finding) -> dict[str, Any]:
+    """A finding as a JSON Lines row reads back (its ``lines`` tuple becomes a list)."""
+    return dict(json.loads(json.dumps(asdict(finding))))
 
 
 def span(text: str, head: str) -> tuple[int, int]:
@@ -212,10 +221,14 @@ def test_cli_exit_codes_and_outputs(
     tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_project(tmp_path / "proj")
-    top = scan([str(root)], model_dir).findings[0].probability
+    default = scan([str(root)], model_dir)
+    top = default.findings[0].probability
     assert cli(str(root), "--model-dir", str(model_dir)) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["probability", "flagged", "location", "function"]
+    # flagged findings are explained by default: their top lines get a column
+    assert default.flagged and all(bool(f.lines) == f.flagged for f in default.findings)
+    assert out.splitlines()[0].split() == ["probability", "flagged", "location", "lines",
+                                           "function"]  # fmt: skip
     assert "copy_name" in out and "skipped:" in out and "binary" in out
     assert cli(str(root), "--model-dir", str(model_dir), "--fail-on", repr(top)) == 1
     capsys.readouterr()
@@ -252,7 +265,7 @@ def test_cli_exit_codes_and_outputs(
     assert cli(*argv) == 0
     rows = list(read_jsonl(out_file))
     direct = scan([str(root)], model_dir)
-    assert rows[:-1] == [asdict(f) for f in direct.findings]
+    assert rows[:-1] == [as_row(f) for f in direct.findings]
     summary = rows[-1]["summary"]
     assert summary["model_dir"] == str(registry / "models" / version)
     assert (summary["files"], summary["functions"], summary["flagged"]) == (
@@ -268,7 +281,7 @@ def test_write_jsonl_and_table_round_trip(tmp_path: Path, model_dir: Path) -> No
     path = tmp_path / "findings.jsonl"
     assert write_jsonl(result, path) == result.functions + 1
     rows = list(read_jsonl(path))
-    assert rows[:-1] == [asdict(f) for f in result.findings]
+    assert rows[:-1] == [as_row(f) for f in result.findings]
     assert rows[-1]["summary"]["skipped_by_reason"] == {"binary": 1}
     lines = format_table(result).splitlines()
     body = lines[1 : 1 + result.functions]
@@ -282,3 +295,120 @@ def test_write_jsonl_and_table_round_trip(tmp_path: Path, model_dir: Path) -> No
     # columns are aligned: the location column starts at the same offset on every row
     offsets = {line.index(str(root)) for line in body}
     assert len(offsets) == 1
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="streamguard")
+    add_scan_parser(parser.add_subparsers())
+    return parser.parse_args(["scan", *argv])
+
+
+def test_cli_explain_flags_default_to_scan_config() -> None:
+    defaults = ScanConfig()
+    args = parse("src")
+    assert (args.format, args.explain, args.top_lines, args.ig_steps, args.use_onnx) == (
+        "table", defaults.explain, defaults.top_lines, defaults.ig_steps, defaults.use_onnx,
+    )  # fmt: skip
+    assert args.base_dir is None
+    args = parse("src", "--explain", "all", "--top-lines", "3", "--ig-steps", "8", "--no-onnx")
+    assert (args.explain, args.top_lines, args.ig_steps, args.use_onnx) == ("all", 3, 8, False)
+    assert parse("src", "--onnx").use_onnx is True
+    for bad in (["--top-lines", "0"], ["--top-lines", "101"], ["--ig-steps", "1"],
+                ["--top-lines", "x"], ["--explain", "some"], ["--format", "xml"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            parse("src", *bad)
+        assert exc.value.code == 2, bad
+
+
+def test_format_table_shows_top_lines(tmp_path: Path) -> None:
+    findings = [
+        Finding("a.c", "f", 3, 9, 0.9, True, "c", (LineScore(6, 0.5), LineScore(5, 0.2))),
+        Finding("long/path/b.c", "g", 10, 12, 0.7, True, "c", (LineScore(11, 0.1),)),
+        Finding("a.c", "h", 11, 14, 0.1, False, "c"),
+    ]
+    table = format_table(ScanResult(findings, [], 0.5, "m", files=2)).splitlines()
+    assert table[0].split() == ["probability", "flagged", "location", "lines", "function"]
+    assert [row.split()[3:] for row in table[1:4]] == [["6,5", "f"], ["11", "g"], ["-", "h"]]
+    # the column is aligned: it starts at the same offset on every row
+    assert len({row.index(f" {row.split()[3]} ") for row in table[:4]}) == 1
+    plain = format_table(ScanResult(findings[2:], [], 0.5, "m", files=1)).splitlines()
+    assert plain[0].split() == ["probability", "flagged", "location", "function"]
+
+
+def test_cli_sarif_output(
+    tmp_path: Path,
+    model_dir: Path,
+    sarif_validator: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = make_project(tmp_path / "proj")
+    monkeypatch.chdir(root)  # relative PATHs: URIs relative to the current directory
+    direct = scan(["src", "bad.c", "blob.c"], model_dir, top_lines=2)
+    assert direct.flagged
+    out_file = tmp_path / "out" / "results.sarif"
+    argv = ["src", "bad.c", "blob.c", "--model-dir", str(model_dir), "--format", "sarif"]
+    assert cli(*argv, "--output", str(out_file), "--top-lines", "2") == 0
+    log = json.loads(out_file.read_text())
+    assert not [e.message for e in sarif_validator.iter_errors(log)]
+    run = log["runs"][0]
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == root.resolve().as_uri() + "/"
+    got = {
+        (
+            r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            r["locations"][0]["logicalLocations"][0]["name"],
+            tuple(x["physicalLocation"]["region"]["startLine"] for x in r["relatedLocations"]),
+        )
+        for r in run["results"]
+    }
+    assert got == {
+        (f.file, f.function, tuple(s.line for s in f.lines)) for f in direct.findings if f.flagged
+    }
+    assert all(1 <= len(lines) <= 2 for *_, lines in got)
+    notes = run["invocations"][0]["toolExecutionNotifications"]
+    located = [n for n in notes if "locations" in n]
+    assert [n["properties"]["reason"] for n in located] == ["binary"]
+    assert located[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "blob.c"
+
+    # stdout, no explanations, another base directory; the gate still applies
+    top = direct.findings[0].probability
+    assert cli(*argv, "--explain", "none", "--base-dir", str(tmp_path), "--fail-on", repr(top)) == 1
+    streamed = json.loads(capsys.readouterr().out)
+    assert not [e.message for e in sarif_validator.iter_errors(streamed)]
+    results = streamed["runs"][0]["results"]
+    assert len(results) == len(run["results"]) and not any("relatedLocations" in r for r in results)
+    assert {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results} <= {
+        "proj/src/a.c", "proj/src/b.cpp", "proj/bad.c",
+    }  # fmt: skip
+
+    assert cli(*argv, "--base-dir", str(tmp_path / "nope")) == 2
+    assert "--base-dir" in capsys.readouterr().err
+
+
+def test_cli_sarif_of_a_git_diff_is_relative_to_the_repo(
+    tmp_path: Path, model_dir: Path, sarif_validator: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "a.c").write_text(FIRST)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "b.c").write_text("int f4(void)\n{\n    return 4;\n}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "second")
+    # run from elsewhere: diff paths are relative to --repo, and so are the URIs by default
+    argv = ["--git-diff", "HEAD~1..HEAD", "--repo", str(repo), "--model-dir", str(model_dir),
+            "--format", "sarif", "--threshold", "0", "--explain", "none"]  # fmt: skip
+    assert cli(*argv) == 0
+    log = json.loads(capsys.readouterr().out)
+    assert not [e.message for e in sarif_validator.iter_errors(log)]
+    run = log["runs"][0]
+    assert run["originalUriBaseIds"]["SRCROOT"]["uri"] == repo.resolve().as_uri() + "/"
+    (result,) = run["results"]
+    location = result["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"] == {"uri": "sub/b.c", "uriBaseId": "SRCROOT", "index": 0}
+    assert location["region"] == {"startLine": 1, "endLine": 4}
+    assert result["level"] == "error" or result["properties"]["probability"] < 0.5
+    assert run["properties"]["functionsOutsideDiff"] == 0
