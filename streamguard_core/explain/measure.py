@@ -18,8 +18,9 @@ pre-fix function, ``target`` 1, and its post-fix partner, ``target`` 0, share a 
   line among the code lines (1-based; LineVul's IFA, the clean lines inspected before it, is the
   rank minus 1).
 - References, exact per function: random order (:func:`random_reference`: P(top-k hit) =
-  1 - C(n-m, k) / C(n, k), E[first rank] = (n+1)/(m+1) for n code lines, m changed) and the lines
-  in source order from the top ("first lines").
+  1 - C(n-m, k) / C(n, k), E[first rank] = (n+1)/(m+1) for n code lines, m changed), the lines
+  in source order from the top ("first lines") and the longest lines first ("longest lines": an
+  attribution summed per line grows with the code on the line, whatever it means).
 - Subsets: all functions, ``in_crash_state`` ones (the fixed function is the one in the crash
   stack: the likeliest to hold the bug) and the ones the model flags (probability at or above its
   threshold: LineVul scores its true positives only). Means with item-bootstrap 95% intervals
@@ -287,6 +288,32 @@ def first_lines_reference(
     return np.asarray([float(first_rank <= k) for k in ks]), first_rank
 
 
+def longest_lines_reference(
+    text: str, target: Target, ks: Sequence[int] = TOP_KS
+) -> tuple[np.ndarray, float]:
+    """Top-k hits and first reference rank of the code lines ranked by length (non-whitespace
+    characters, ties in random order): what an explainer that only tracks "how much code is on
+    this line" would score."""
+    lines = text.split("\n")
+    lengths = np.asarray([len(_normalise(lines[i], True)) for i in target.candidates], dtype=float)
+    return rank_metrics(lengths, target.is_reference, ks)
+
+
+REFERENCES: tuple[str, ...] = ("random", "first_lines", "longest_lines")
+"""The references every model is compared with (``random`` in exact expectation)."""
+
+
+def reference_metrics(
+    target: Target, ks: Sequence[int] = TOP_KS
+) -> dict[str, tuple[np.ndarray, float]]:
+    """Every reference's top-k hits and first reference rank on one target."""
+    return {
+        "random": random_reference(len(target.candidates), int(target.is_reference.sum()), ks),
+        "first_lines": first_lines_reference(target.is_reference, ks),
+        "longest_lines": longest_lines_reference(target.case.before, target, ks),
+    }
+
+
 # --------------------------------------------------------------------------- summaries
 
 
@@ -360,9 +387,9 @@ def summarise(
 ) -> dict[str, Any]:
     """Means, intervals and tests of one model on one subset of functions.
 
-    ``per_function`` holds [n] arrays (or [n, len(TOP_KS)] for ``*_hits``): ``model_hits``,
-    ``model_rank``, ``random_hits``, ``random_rank``, ``first_lines_hits``, ``first_lines_rank``,
-    ``n_code_lines``, ``n_reference``. Every subset of one run draws the same seeded resamples.
+    ``per_function`` holds [n] arrays ([n, len(TOP_KS)] for ``*_hits``): ``model_hits`` and
+    ``model_rank``, the same for every name of :data:`REFERENCES`, ``n_code_lines`` and
+    ``n_reference``. Every subset of one run draws the same seeded resamples.
 
     Against random order the p-value (``p_random_order``) is a Monte Carlo test of "the ranking
     is a uniformly random order" (:func:`random_order_draws`, ``n_null`` draws): per-function
@@ -383,30 +410,24 @@ def summarise(
     out["mean_reference_lines"] = float(per_function["n_reference"].mean())
     out["top_k"] = {}
     for j, k in enumerate(TOP_KS):
-        model, random = per_function["model_hits"][:, j], per_function["random_hits"][:, j]
-        first = per_function["first_lines_hits"][:, j]
-        versus_random = _paired(model, random, weights, higher_is_better=True)
-        versus_random["p_random_order"] = _null_p(model.mean(), random.mean(), null_hits[:, j])
-        out["top_k"][str(k)] = {
-            "model": _mean_ci(model, weights),
-            "random": _mean_ci(random, weights),
-            "first_lines": _mean_ci(first, weights),
-            "model_minus_random": versus_random,
-            "model_minus_first_lines": _paired(model, first, weights, higher_is_better=True),
-        }
-    ranks = {name: per_function[f"{name}_rank"] for name in ("model", "random", "first_lines")}
-    versus_random = _paired(ranks["model"], ranks["random"], weights, higher_is_better=False)
-    versus_random["p_random_order"] = _null_p(
+        hits = {name: per_function[f"{name}_hits"][:, j] for name in ("model", *REFERENCES)}
+        cell: dict[str, Any] = {name: _mean_ci(h, weights) for name, h in hits.items()}
+        for name in REFERENCES:
+            cell[f"model_minus_{name}"] = _paired(hits["model"], hits[name], weights, True)
+        cell["model_minus_random"]["p_random_order"] = _null_p(
+            hits["model"].mean(), hits["random"].mean(), null_hits[:, j]
+        )
+        out["top_k"][str(k)] = cell
+    ranks = {name: per_function[f"{name}_rank"] for name in ("model", *REFERENCES)}
+    rank_cell: dict[str, Any] = {
+        name: {**_mean_ci(r, weights), "median": float(np.median(r))} for name, r in ranks.items()
+    }
+    for name in REFERENCES:
+        rank_cell[f"model_minus_{name}"] = _paired(ranks["model"], ranks[name], weights, False)
+    rank_cell["model_minus_random"]["p_random_order"] = _null_p(
         ranks["model"].mean(), ranks["random"].mean(), null_rank
     )
-    out["first_rank"] = {
-        **{
-            name: {**_mean_ci(r, weights), "median": float(np.median(r))}
-            for name, r in ranks.items()
-        },
-        "model_minus_random": versus_random,
-        "model_minus_first_lines": _paired(ranks["model"], ranks["first_lines"], weights, False),
-    }
+    out["first_rank"] = rank_cell
     out["ifa"] = float(ranks["model"].mean() - 1.0)
     return out
 
@@ -531,12 +552,8 @@ def measure(
     crash = np.asarray([t.case.in_crash_state for t in measured], dtype=bool)
     n_code = np.asarray([len(t.candidates) for t in measured], dtype=np.float64)
     n_ref = np.asarray([int(t.is_reference.sum()) for t in measured], dtype=np.float64)
-    references = {
-        "random": [
-            random_reference(len(t.candidates), int(t.is_reference.sum())) for t in measured
-        ],
-        "first_lines": [first_lines_reference(t.is_reference) for t in measured],
-    }
+    references = [reference_metrics(t) for t in measured]
+    headline = TOP_KS.index(HEADLINE_K)
     rows: list[dict[str, Any]] = [
         {
             "pair_ids": list(t.case.pair_ids),
@@ -544,15 +561,22 @@ def measure(
             "in_crash_state": t.case.in_crash_state,
             "n_code_lines": len(t.candidates),
             "reference_lines": [int(i) + 1 for i in t.candidates[t.is_reference]],
-            "random": {
-                "first_rank": references["random"][i][1],
-                "top10": float(references["random"][i][0][TOP_KS.index(HEADLINE_K)]),
+            "references": {
+                name: {"first_rank": rank, "top10": float(hits[headline])}
+                for name, (hits, rank) in ref.items()
             },
-            "first_lines_first_rank": references["first_lines"][i][1],
             "models": {},
         }
-        for i, t in enumerate(measured)
+        for t, ref in zip(measured, references, strict=True)
     ]
+    reference_arrays: dict[str, np.ndarray] = {}
+    for name in REFERENCES:
+        reference_arrays[f"{name}_hits"] = np.asarray(
+            [ref[name][0] for ref in references], dtype=np.float64
+        ).reshape(-1, len(TOP_KS))
+        reference_arrays[f"{name}_rank"] = np.asarray(
+            [ref[name][1] for ref in references], dtype=np.float64
+        )
 
     results: list[dict[str, Any]] = []
     for spec in models:
@@ -576,21 +600,12 @@ def measure(
             row["models"][spec.name] = {
                 "probability": float(p),
                 "first_rank": rank,
-                "top10": float(hits[TOP_KS.index(HEADLINE_K)]),
+                "top10": float(hits[headline]),
             }
         per_function = {
-            "model_hits": np.asarray(model_hits).reshape(-1, len(TOP_KS)),
+            "model_hits": np.asarray(model_hits, dtype=np.float64).reshape(-1, len(TOP_KS)),
             "model_rank": np.asarray(model_rank, dtype=np.float64),
-            "random_hits": np.asarray([h for h, _ in references["random"]]).reshape(
-                -1, len(TOP_KS)
-            ),
-            "random_rank": np.asarray([r for _, r in references["random"]], dtype=np.float64),
-            "first_lines_hits": np.asarray([h for h, _ in references["first_lines"]]).reshape(
-                -1, len(TOP_KS)
-            ),
-            "first_lines_rank": np.asarray(
-                [r for _, r in references["first_lines"]], dtype=np.float64
-            ),
+            **reference_arrays,
             "n_code_lines": n_code,
             "n_reference": n_ref,
         }
@@ -613,6 +628,7 @@ def measure(
             "max_functions": max_functions,
             "ig_steps": ig_steps,
             "n_boot": n_boot,
+            "null_draws": NULL_DRAWS,
             "seed": seed,
             "ignore_whitespace": ignore_whitespace,
             "top_ks": list(TOP_KS),
@@ -642,35 +658,42 @@ def _delta(cell: dict[str, Any], digits: int = 3) -> str:
 
 
 def _p(value: float | None) -> str:
-    return "–" if value is None else (f"{value:.1e}" if value < 1e-3 else f"{value:.3f}")
+    if value is None:
+        return "–"
+    if value <= 1.0 / (NULL_DRAWS + 1) + 1e-12:  # no null draw as extreme
+        return f"≤ {1.0 / (NULL_DRAWS + 1):.0e}"
+    return f"{value:.1e}" if value < 1e-3 else f"{value:.3f}"
 
 
 def markdown_table(document: dict[str, Any]) -> str:
-    """The headline figures: top-10 accuracy and first changed-line rank per model and subset."""
+    """The headline figures: top-10 accuracy and first changed-line rank per model and subset,
+    beside the three references."""
     k = str(HEADLINE_K)
     lines = [
-        f"| model | subset | functions | top-{k} acc. [95% CI] | random | first {k} lines "
-        f"| Δ vs random [95% CI], p | mean first rank [95% CI] | median | random "
-        "| first lines | Δ vs random [95% CI], p |",
-        "| --- | --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |",
+        f"| model | subset | functions | top-{k} acc. [95% CI] | random | first lines "
+        "| longest lines | Δ vs random [95% CI], p | mean first rank [95% CI] | median "
+        "| random | first lines | longest lines | Δ vs random [95% CI], p |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: "
+        "| --- |",
     ]
+    empty = " |" * 11
     for entry in document["models"]:
         if not entry["subsets"]:
-            lines.append(f"| {entry['name']} | – | – | no per-line signal | | | | | | | | |")
+            lines.append(f"| {entry['name']} | – | – | no per-line signal |{empty}")
             continue
         for subset in SUBSETS:
             s = entry["subsets"][subset]
             if not s["n_functions"]:
-                lines.append(f"| {entry['name']} | {subset} | 0 | | | | | | | | | |")
+                lines.append(f"| {entry['name']} | {subset} | 0 |{empty}")
                 continue
             top, rank = s["top_k"][k], s["first_rank"]
             dt, dr = top["model_minus_random"], rank["model_minus_random"]
+            top_refs = " | ".join(f"{top[name]['estimate']:.3f}" for name in REFERENCES)
+            rank_refs = " | ".join(f"{rank[name]['estimate']:.1f}" for name in REFERENCES)
             lines.append(
                 f"| {entry['name']} | {subset} | {s['n_functions']} | {_ci(top['model'])} "
-                f"| {top['random']['estimate']:.3f} | {top['first_lines']['estimate']:.3f} "
-                f"| {_delta(dt)}, p {_p(dt['p_random_order'])} | {_ci(rank['model'], 1)} "
-                f"| {rank['model']['median']:.1f} | {rank['random']['estimate']:.1f} "
-                f"| {rank['first_lines']['estimate']:.1f} "
+                f"| {top_refs} | {_delta(dt)}, p {_p(dt['p_random_order'])} "
+                f"| {_ci(rank['model'], 1)} | {rank['model']['median']:.1f} | {rank_refs} "
                 f"| {_delta(dr, 1)}, p {_p(dr['p_random_order'])} |"
             )
     c = document["counts"]
@@ -680,7 +703,8 @@ def markdown_table(document: dict[str, Any]) -> str:
         f"from {c['pre_fix_rows']} pre-fix rows; left out: {c['insertion_only']} insertion-only "
         f"fixes, {c['reference_not_code']} changing only blank/brace lines, {c['unpaired']} "
         f"unpaired; {c['repeats']} repeated rows measured once). Ties in line scores broken at "
-        f"random (exact expectation); ranks are 1-based among code lines."
+        "random (exact expectation); ranks are 1-based among code lines; p: two-sided Monte Carlo "
+        f"test against random order ({document['settings']['null_draws']:,} draws)."
     )
     return "\n".join(lines) + "\n"
 

@@ -66,8 +66,9 @@ def function_batches(
     """Raw functions preprocessed as the model in ``model_dir`` was trained, ready to collate
     (shared by the torch and the onnxruntime detectors)."""
     hints = language_hints or [None] * len(funcs)
+    parts = {"gnn": "graph", "transformer": "tokens"}.get(kind, "all")
     chunks = process_functions(
-        list(zip(funcs, hints, strict=True)), model_dir, preprocess, workers=1
+        list(zip(funcs, hints, strict=True)), model_dir, preprocess, workers=1, parts=parts
     )
     return Batches(_ArraySplit(chunks, [0] * len(funcs)), kind, pad_id)  # type: ignore[arg-type]
 

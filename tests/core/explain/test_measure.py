@@ -24,6 +24,7 @@ from streamguard_core.explain.measure import (
     changed_lines,
     first_lines_reference,
     load_fix_cases,
+    longest_lines_reference,
     measure,
     random_order_draws,
     random_reference,
@@ -177,9 +178,7 @@ def synthetic_subset(explainer: str, seed: int, n: int = 300) -> dict[str, np.nd
     """Per-function arrays of ``summarise`` for an explainer that ranks the changed lines first
     ("perfect") or scores lines at random ("random"), on random function shapes."""
     rng = np.random.default_rng(seed)
-    rows: dict[str, list] = {key: [] for key in ("model_hits", "model_rank", "random_hits",
-                             "random_rank", "first_lines_hits", "first_lines_rank",
-                             "n_code_lines", "n_reference")}  # fmt: skip
+    rows: dict[str, list] = {"n_code_lines": [], "n_reference": []}
     for _ in range(n):
         size = int(rng.integers(3, 60))
         reference = np.zeros(size, dtype=bool)
@@ -189,9 +188,10 @@ def synthetic_subset(explainer: str, seed: int, n: int = 300) -> dict[str, np.nd
             "model": rank_metrics(scores, reference),
             "random": random_reference(size, int(reference.sum())),
             "first_lines": first_lines_reference(reference),
+            "longest_lines": rank_metrics(rng.integers(1, 40, size), reference),
         }.items():
-            rows[f"{name}_hits"].append(hits)
-            rows[f"{name}_rank"].append(rank)
+            rows.setdefault(f"{name}_hits", []).append(hits)
+            rows.setdefault(f"{name}_rank", []).append(rank)
         rows["n_code_lines"].append(size)
         rows["n_reference"].append(int(reference.sum()))
     return {key: np.asarray(value, dtype=np.float64) for key, value in rows.items()}
@@ -212,6 +212,15 @@ def test_summary_tells_a_perfect_explainer_from_a_random_one() -> None:
     assert versus["ci95_low"] <= 0.0 <= versus["ci95_high"]
     assert versus["p_random_order"] > 0.05
     assert random["first_rank"]["model_minus_random"]["p_random_order"] > 0.05
+
+
+def test_longest_lines_rank_code_lines_by_their_non_blank_characters() -> None:
+    after = BEFORE.replace("    int i;", "    int i = 0;")  # line 2, the shortest code line
+    (target,) = build_targets([FixCase(BEFORE, after, False, "p", ("a",))])[0]
+    # non-blank characters: head 36, for 17, dst 14, return 8, "int i;" 5: the changed
+    # line is the shortest code line, ranked 5th
+    hits, rank = longest_lines_reference(BEFORE, target, (1, 4, 5))
+    assert rank == 5.0 and hits.tolist() == [0.0, 0.0, 1.0]
 
 
 def test_rank_metrics_rejects_bad_input() -> None:

@@ -225,3 +225,27 @@ def test_every_command_has_help(argv):
     )
     assert proc.returncode == 0
     assert "usage: streamguard" in proc.stdout
+
+
+def test_inference_parts_build_only_what_one_kind_reads(make_processed) -> None:
+    """``parts="graph"`` gives the graphs of ``"all"`` with CLS SEP as tokens, ``"tokens"`` its
+    tokens and offsets with empty graphs: a GNN and a transformer score exactly as trained."""
+    from streamguard_core.data.synthetic import generate_synthetic
+    from streamguard_core.preprocess.run import process_functions
+
+    data_dir = make_processed(2, 300, 64)
+    cfg = PreprocessConfig(workers=1, vocab_size=300, max_seq_len=64)
+    items = [(r.func, None) for r in generate_synthetic(pairs_per_cwe=1, seed=5)][:20]
+    tok_dir = data_dir / "tokenizer"
+    (full,) = process_functions(items, tok_dir, cfg, workers=1)
+    (graph,) = process_functions(items, tok_dir, cfg, workers=1, parts="graph")
+    (toks,) = process_functions(items, tok_dir, cfg, workers=1, parts="tokens")
+    for name in ("node_type", "node_token", "n_nodes", "edge_index", "edge_type", "n_edges"):
+        np.testing.assert_array_equal(getattr(graph, name), getattr(full, name), err_msg=name)
+    assert (graph.n_tokens == 2).all() and len(graph.input_ids) == 2 * len(items)
+    assert (full.n_tokens > 2).all()
+    for name in ("input_ids", "offsets", "n_tokens"):
+        np.testing.assert_array_equal(getattr(toks, name), getattr(full, name), err_msg=name)
+    assert toks.n_nodes.sum() == 0 and toks.edge_index.shape == (2, 0)
+    with pytest.raises(ValueError, match="parts must be one of"):
+        process_functions(items, tok_dir, cfg, workers=1, parts="nodes")
