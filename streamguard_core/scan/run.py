@@ -230,6 +230,8 @@ def _explain(
     from streamguard_core.explain import load_explainer, top_lines
 
     explainer = load_explainer(model_dir, detector=detector, ig_steps=ig_steps)
+    if not explainer.explains_lines:  # e.g. trees over whole-function metrics: no line signal
+        return {}
     scores = explainer.line_scores(texts, progress=progress)
     return {
         i: tuple(LineScore(first + s.line - 1, s.score) for s in top_lines(text, per_line, k))

@@ -412,3 +412,18 @@ def test_cli_sarif_of_a_git_diff_is_relative_to_the_repo(
     assert location["region"] == {"startLine": 1, "endLine": 4}
     assert result["level"] == "error" or result["properties"]["probability"] < 0.5
     assert run["properties"]["functionsOutsideDiff"] == 0
+
+
+def test_a_model_without_line_signal_reports_no_lines(tmp_path: Path) -> None:
+    """Trees over whole-function metrics cannot rank lines: flagged findings carry none
+    (rather than the first lines with a zero score)."""
+    from streamguard_core.config import BaselineConfig
+
+    records = generate_synthetic(pairs_per_cwe=4, seed=3)
+    det = BaselineDetector(BaselineConfig(features="metrics"))
+    det.fit([r.func for r in records], [r.label for r in records])
+    metrics_dir = det.save(tmp_path / "metrics")
+    root = tmp_path / "proj"
+    make_project(root)
+    result = scan([str(root / "src")], metrics_dir, threshold=0.0, explain="all")
+    assert result.findings and all(f.flagged and f.lines == () for f in result.findings)
