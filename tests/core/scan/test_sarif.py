@@ -24,6 +24,7 @@ from streamguard_core.scan.sarif import (
     sarif_log,
     write_sarif,
 )
+from tests.core.scan.test_scan_run import A_C
 
 # RFC 3986 characters (jsonschema checks "uri" formats only with rfc3986-validator installed)
 URI_CHARS = re.compile(r"^(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$")
@@ -248,22 +249,6 @@ def test_schema_rejects_broken_logs(tmp_path: Path, sarif_validator: Any) -> Non
     assert list(sarif_validator.iter_errors(bad_version))
 
 
-A_C = """\
-#include <string.h>
-
-int copy_name(char *dst, const char *src)
-{
-    char buf[16];
-    strcpy(buf, src);
-    memcpy(dst, buf, strlen(src));
-    return 0;
-}
-
-static int add(int a, int b)
-{
-    return a + b;
-}
-"""
 UTIL_H = """\
 static inline int read_index(const int *table, int i)
 {
