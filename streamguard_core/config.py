@@ -1092,6 +1092,11 @@ class ScanConfig(BaseModel):
         description="Score with onnxruntime when the model directory holds model.onnx and "
         "onnxruntime is installed (attributions always use torch).",
     )
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="Scoring processes (each loads the model once and scores whole batches "
+        "with one thread); more than 1 pays off on big trees, a few thousand functions.",
+    )  # fmt: skip
 
 
 class ScanRepositoryConfig(BaseModel):

@@ -85,6 +85,7 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         MAX_FUNCTION_LINES,
         TOP_LINES,
         USE_ONNX,
+        WORKERS,
     )
 
     fields = ScanConfig.model_fields
@@ -147,6 +148,10 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--top", type=_positive, default=None, help="table: the N highest only")
     parser.add_argument("--batch-size", type=_positive, default=BATCH_SIZE)
+    parser.add_argument(
+        "--workers", type=_scan_field("workers"), default=WORKERS, metavar="N",
+        help=_field_help("workers"),
+    )  # fmt: skip
     parser.add_argument(
         "--max-file-bytes", type=_positive, default=MAX_FILE_BYTES,
         help="skip larger files (too_large)",
@@ -212,6 +217,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             top_lines=args.top_lines,
             ig_steps=args.ig_steps,
             use_onnx=args.use_onnx,
+            workers=args.workers,
         )
     except (ValueError, DataError, ScanError) as exc:
         return _usage_error(str(exc))

@@ -60,6 +60,7 @@ def run_scan_job(config: ScanRepositoryConfig, out_dir: str | Path) -> dict[str,
         top_lines=s.top_lines,
         ig_steps=s.ig_steps,
         use_onnx=s.use_onnx,
+        workers=s.workers,
     )
     base_dir = repo if config.git_diff is not None else Path.cwd()
     write_sarif(result, out / SARIF_FILE, base_dir=base_dir)

@@ -34,6 +34,7 @@ EXPLAIN: str = ScanConfig.model_fields["explain"].default
 TOP_LINES: int = ScanConfig.model_fields["top_lines"].default
 IG_STEPS: int = ScanConfig.model_fields["ig_steps"].default
 USE_ONNX: bool = ScanConfig.model_fields["use_onnx"].default
+WORKERS: int = ScanConfig.model_fields["workers"].default
 PROGRESS_MIN_FUNCTIONS = 256  # below this a progress bar is noise
 
 
@@ -95,10 +96,38 @@ class ScanResult:
         }
 
 
-def _batched_proba(detector: Any, texts: list[str], batch_size: int, progress: bool) -> list[float]:
-    """``detector.predict_proba`` over ``texts`` in batches, with a bar on big scans."""
+_SCORER: dict[str, Any] = {}
+
+
+def _init_scorer(model_dir: str, use_onnx: bool) -> None:
+    """A scoring process: one thread (the processes are the parallelism), the model once."""
+    import torch
+
+    torch.set_num_threads(1)
+    _SCORER["detector"] = load_detector(model_dir, use_onnx=use_onnx)
+
+
+def _score_batch(batch: list[str]) -> list[float]:
+    return [float(p) for p in _SCORER["detector"].predict_proba(batch)]
+
+
+def _batched_proba(
+    detector: Any,
+    texts: list[str],
+    batch_size: int,
+    progress: bool,
+    workers: int = 1,
+    model_dir: str | Path | None = None,
+    use_onnx: bool = USE_ONNX,
+) -> list[float]:
+    """``detector.predict_proba`` over ``texts`` in batches, with a bar on big scans.
+
+    ``workers`` > 1 (and ``model_dir``): the batches go to that many spawned processes, each
+    loading the model once, in order (the same probabilities as one process).
+    """
     from tqdm.auto import tqdm
 
+    batches = [texts[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     probs: list[float] = []
     with tqdm(
         total=len(texts),
@@ -107,8 +136,21 @@ def _batched_proba(detector: Any, texts: list[str], batch_size: int, progress: b
         file=sys.stderr,
         disable=not progress or len(texts) < PROGRESS_MIN_FUNCTIONS,
     ) as bar:
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start : start + batch_size]
+        if workers > 1 and model_dir is not None and len(batches) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(
+                min(workers, len(batches)),
+                mp_context=mp.get_context("spawn"),  # torch and tokenizers threads: no fork
+                initializer=_init_scorer,
+                initargs=(str(model_dir), use_onnx),
+            ) as pool:
+                for scored in pool.map(_score_batch, batches):
+                    probs.extend(scored)
+                    bar.update(len(scored))
+            return probs
+        for batch in batches:
             probs.extend(float(p) for p in detector.predict_proba(batch))
             bar.update(len(batch))
     return probs
@@ -130,6 +172,7 @@ def scan(
     top_lines: int = TOP_LINES,
     ig_steps: int = IG_STEPS,
     use_onnx: bool = USE_ONNX,
+    workers: int = WORKERS,
 ) -> ScanResult:
     """Extract the functions of ``paths`` (or of a git diff) and score them.
 
@@ -150,6 +193,7 @@ def scan(
         top_lines: lines kept per explained finding.
         ig_steps: integrated-gradients steps of the neural explainers.
         use_onnx: score with onnxruntime when the model directory holds an ONNX export.
+        workers: scoring processes (spawned, each loads the model; same results as 1).
 
     Raises:
         ScanError: a bad revision range or a ``repo`` that is not a git work tree.
@@ -157,6 +201,8 @@ def scan(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if explain not in ("flagged", "all", "none"):
         raise ValueError(f"explain must be flagged, all or none, got {explain!r}")
     if detector is None:
@@ -193,7 +239,11 @@ def scan(
                 continue
             spans.append((item.path, func.name, func.start_line, func.end_line, language or ""))
             texts.append(func.text)
-    probs = _batched_proba(detector, texts, batch_size, progress) if texts else []
+    probs = (
+        _batched_proba(detector, texts, batch_size, progress, workers, model_dir, use_onnx)
+        if texts
+        else []
+    )
     explained = [
         i for i, p in enumerate(probs) if explain == "all" or (explain == "flagged" and p >= cutoff)
     ]

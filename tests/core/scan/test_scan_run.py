@@ -427,3 +427,23 @@ def test_a_model_without_line_signal_reports_no_lines(tmp_path: Path) -> None:
     make_project(root)
     result = scan([str(root / "src")], metrics_dir, threshold=0.0, explain="all")
     assert result.findings and all(f.flagged and f.lines == () for f in result.findings)
+
+
+def test_worker_processes_give_the_same_findings(tmp_path: Path, model_dir: Path) -> None:
+    """Batches scored by 2 spawned processes (each loading the model) come back in order with
+    the probabilities one process gives."""
+    root = tmp_path / "proj"
+    make_project(root)
+    for i in range(6):  # enough functions for several batches of 2
+        (root / "src" / f"extra{i}.c").write_text(f"int f{i}(int *p) {{ return p[{i}] + {i}; }}\n")
+    one = scan([str(root)], model_dir, batch_size=2, explain="none")
+    two = scan([str(root)], model_dir, batch_size=2, explain="none", workers=2)
+    assert len(one.findings) >= 8
+    assert [(f.file, f.function) for f in two.findings] == [
+        (f.file, f.function) for f in one.findings
+    ]
+    np.testing.assert_allclose(
+        [f.probability for f in two.findings], [f.probability for f in one.findings], rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        scan([str(root)], model_dir, workers=0)
