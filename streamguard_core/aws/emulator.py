@@ -294,6 +294,17 @@ def validate_create_request(body: dict[str, Any]) -> None:
         )
 
 
+def _page(items: list[dict[str, Any]], body: dict[str, Any], field: str) -> dict[str, Any]:
+    """One page of a List* answer: ``MaxResults`` items from ``NextToken`` (an offset)."""
+    start = int(body.get("NextToken") or 0)
+    size = int(body.get("MaxResults") or 10)
+    _require(1 <= size <= 100, "MaxResults must be 1..100")
+    out: dict[str, Any] = {field: items[start : start + size]}
+    if start + size < len(items):
+        out["NextToken"] = str(start + size)
+    return out
+
+
 def _tag(request: dict[str, Any], key: str) -> str | None:
     for tag in request.get("Tags") or []:
         if tag.get("Key") == key:
@@ -547,13 +558,7 @@ class SageMakerEmulator:
             body.get("SortBy", "CreationTime"), "CreationTime"
         )
         summaries.sort(key=lambda s: s[sort_key], reverse=body.get("SortOrder") == "Descending")
-        start = int(body.get("NextToken") or 0)
-        size = int(body.get("MaxResults") or 10)
-        _require(1 <= size <= 100, "MaxResults must be 1..100")
-        out: dict[str, Any] = {"TrainingJobSummaries": summaries[start : start + size]}
-        if start + size < len(summaries):
-            out["NextToken"] = str(start + size)
-        return out
+        return _page(summaries, body, "TrainingJobSummaries")
 
     def job_log(self, name: str) -> str:
         """The container output of every attempt of a job (CloudWatch's stand-in)."""
@@ -1189,13 +1194,7 @@ class EndpointEmulator:
             body.get("SortBy", "CreationTime"), "CreationTime"
         )
         summaries.sort(key=lambda s: s[sort_key], reverse=body.get("SortOrder") != "Ascending")
-        start = int(body.get("NextToken") or 0)
-        size = int(body.get("MaxResults") or 10)
-        _require(1 <= size <= 100, "MaxResults must be 1..100")
-        out: dict[str, Any] = {"Endpoints": summaries[start : start + size]}
-        if start + size < len(summaries):
-            out["NextToken"] = str(start + size)
-        return out
+        return _page(summaries, body, "Endpoints")
 
     def endpoint_log(self, name: str) -> str:
         """The current container's output (CloudWatch's stand-in)."""

@@ -10,11 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from streamguard_core.data.synthetic import generate_synthetic
 from streamguard_core.explain.lines import LineScore
-from streamguard_core.models.baseline import BaselineDetector
 from streamguard_core.scan.discover import Skipped
 from streamguard_core.scan.run import Finding, ScanResult, scan
 from streamguard_core.scan.sarif import (
@@ -24,7 +20,7 @@ from streamguard_core.scan.sarif import (
     sarif_log,
     write_sarif,
 )
-from tests.core.scan.test_scan_run import A_C
+from tests.core.scan.test_scan_run import A_C, BAD_C
 
 # RFC 3986 characters (jsonschema checks "uri" formats only with rfc3986-validator installed)
 URI_CHARS = re.compile(r"^(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$")
@@ -279,23 +275,6 @@ void long_one(void)
     a++;
 }
 """
-BAD_C = """\
-int good(int x) {
-    return x + 1;
-}
-
-int broken(int y) {
-    return y + ;
-"""
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baseline detector trained on a few synthetic pairs."""
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    det = BaselineDetector()
-    det.fit([r.func for r in records], [r.label for r in records])
-    return det.save(tmp_path_factory.mktemp("model") / "baseline")
 
 
 def make_project(root: Path) -> Path:

@@ -58,15 +58,6 @@ int broken(int y) {
 """
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baseline detector trained on a few synthetic pairs, saved with threshold 0.5."""
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    det = BaselineDetector()
-    det.fit([r.func for r in records], [r.label for r in records])
-    return det.save(tmp_path_factory.mktemp("model") / "baseline")
-
-
 def as_row(finding: Finding) -> dict[str, Any]:
     """A finding as a JSON Lines row reads back (its ``lines`` tuple becomes a list)."""
     return dict(json.loads(json.dumps(asdict(finding))))
