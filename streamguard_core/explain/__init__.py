@@ -14,7 +14,7 @@ per source line of every function
   combiner's mixture.
 """
 
-from streamguard_core.explain.explainer import Explainer, load_explainer
+from streamguard_core.explain.explainer import Explainer, file_top_lines, load_explainer
 from streamguard_core.explain.lines import (
     LineScore,
     char_scores_to_lines,
@@ -28,6 +28,7 @@ __all__ = [
     "LineScore",
     "char_scores_to_lines",
     "code_lines",
+    "file_top_lines",
     "line_starts",
     "load_explainer",
     "top_lines",

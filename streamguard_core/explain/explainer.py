@@ -123,3 +123,24 @@ def load_explainer(model_dir: str | Path, detector: Any | None = None, ig_steps:
     module, _, name = EXPLAINERS[kind].partition(":")
     cls: type[Explainer] = getattr(importlib.import_module(module), name)
     return cls.from_dir(Path(model_dir), detector, ig_steps)
+
+
+def file_top_lines(
+    explainer: Explainer,
+    funcs: Sequence[str],
+    first_lines: Sequence[int],
+    k: int,
+    progress: bool = False,
+) -> list[tuple[Any, ...]]:
+    """The ``k`` most relevant lines of each function as :class:`LineScore` with *file* line
+    numbers (``first_lines``: where each function starts); empty tuples when the model has no
+    per-line signal (``explains_lines`` False) rather than zero-scored first lines."""
+    from streamguard_core.explain.lines import LineScore, top_lines
+
+    if not explainer.explains_lines or not funcs:
+        return [() for _ in funcs]
+    scores = explainer.line_scores(list(funcs), progress=progress)
+    return [
+        tuple(LineScore(first + s.line - 1, s.score) for s in top_lines(text, per_line, k))
+        for text, first, per_line in zip(funcs, first_lines, scores, strict=True)
+    ]

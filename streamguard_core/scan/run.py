@@ -277,16 +277,11 @@ def _explain(
     progress: bool,
 ) -> dict[int, tuple[LineScore, ...]]:
     """The ``k`` most relevant file lines of each explained function, by finding index."""
-    from streamguard_core.explain import load_explainer, top_lines
+    from streamguard_core.explain import file_top_lines, load_explainer
 
     explainer = load_explainer(model_dir, detector=detector, ig_steps=ig_steps)
-    if not explainer.explains_lines:  # e.g. trees over whole-function metrics: no line signal
-        return {}
-    scores = explainer.line_scores(texts, progress=progress)
-    return {
-        i: tuple(LineScore(first + s.line - 1, s.score) for s in top_lines(text, per_line, k))
-        for i, text, first, per_line in zip(indices, texts, first_lines, scores, strict=True)
-    }
+    found = file_top_lines(explainer, texts, first_lines, k, progress)
+    return dict(zip(indices, found, strict=True))
 
 
 def jsonl_rows(result: ScanResult) -> Iterator[dict[str, Any]]:

@@ -341,7 +341,7 @@ class Scorer:
 
     def scan(self, request: ScanRequest) -> dict[str, Any]:
         """Score (and explain) the request's functions; the JSON answer."""
-        from streamguard_core.explain import LineScore, top_lines
+        from streamguard_core.explain import LineScore, file_top_lines
         from streamguard_core.scan.run import Finding
 
         funcs, had_errors = self.functions_of(request)
@@ -354,14 +354,12 @@ class Scorer:
                   if explain == "all" or (explain == "flagged" and p >= cutoff)]  # fmt: skip
         lines: dict[int, tuple[LineScore, ...]] = {}
         explainer = self.explainer() if chosen else None
-        if explainer is not None and getattr(explainer, "explains_lines", True):
+        if explainer is not None:
             # attributions hook into the shared model (Captum): one request at a time
             with self._explain_lock:
-                scores = explainer.line_scores([funcs[i].text for i in chosen])
-            for i, per_line in zip(chosen, scores, strict=True):
-                first = funcs[i].start_line
-                lines[i] = tuple(LineScore(first + s.line - 1, s.score)
-                                 for s in top_lines(funcs[i].text, per_line, k))  # fmt: skip
+                found = file_top_lines(explainer, [funcs[i].text for i in chosen],
+                                       [funcs[i].start_line for i in chosen], k)  # fmt: skip
+            lines = dict(zip(chosen, found, strict=True))
         findings = [
             asdict(Finding(f.file, f.name, f.start_line, f.end_line, p, p >= cutoff,
                            f.language, lines.get(i, ())))
