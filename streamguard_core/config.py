@@ -154,6 +154,17 @@ class PreprocessConfig(BaseModel):
     )
     workers: int = Field(0, ge=0, description="Worker processes; 0 = all cores.")
     chunk_size: int = Field(256, ge=1, description="Functions per worker task.")
+    executor: Literal["local", "dask"] = Field(
+        "local",
+        description="local: a process pool of `workers` on this machine; dask: the same chunks "
+        "as tasks on a Dask cluster (`dask_address`, or a LocalCluster of `workers` processes "
+        "when empty). The output is byte-identical either way.",
+    )
+    dask_address: str | None = Field(
+        None,
+        description="executor 'dask': the scheduler address (tcp://host:8786); empty: a "
+        "LocalCluster on this machine.",
+    )
     gnn_memory_budget_mb: float = Field(
         2048.0, gt=0, description="Memory budget used to recommend a GNN batch size."
     )
@@ -443,6 +454,12 @@ class TrainConfig(BaseModel):
         gt=0,
         description="Budget for auto_batch_size (default: 80% of GPU memory, else 2048 MB).",
     )
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel processes of one run (torch DDP via torchrun; gloo on CPU, "
+        "nccl on CUDA). batch_size stays the global batch, split across the processes.",
+    )
 
 
 class TrainingPlan(BaseModel):
@@ -717,6 +734,12 @@ class PipelineConfig(BaseModel):
         default_factory=SuccessCriteria, description="When the run counts as a success."
     )
     output_root: str = Field("runs/pipeline", description="Where the run's files go.")
+    run_id: str | None = Field(
+        None,
+        description="Empty: the run owns output_root (a second run on it at once is refused). "
+        "Set: the run's files go to output_root/runs/<run_id>/, so runs share one output root "
+        "(and its data cache) side by side; 'auto' takes the Prefect flow run's name.",
+    )
     backend: Backend = Field(
         "local",
         description="local: one process per run on this worker (one GPU each when several); "
