@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[torch,onnx,serve,orchestration,aws,dev]"
+	$(PIP) install -q -e ".[torch,onnx,serve,orchestration,aws,dask,dev]"
 	@touch $@
 
 setup: $(VENV)/.installed  ## create .venv and install StreamGuard with all extras
@@ -35,7 +35,13 @@ chromium:  ## headless Chromium for the integration test's flow-run screenshot (
 	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
 
-test: setup chromium  ## every test that can run here (unit, slow real-data, integration)
+.PHONY: postgresql
+postgresql:  ## PostgreSQL server binaries for the Prefect-on-PostgreSQL test and bench (Debian package)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q postgresql; }
+
+test: setup chromium postgresql  ## every test that can run here (unit, slow real-data, integration)
 	$(PY) -m pytest -q
 
 test-fast: setup  ## skip slow, integration and GPU tests

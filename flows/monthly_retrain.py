@@ -11,8 +11,15 @@ source is collected instead), then the ``phase2`` flow weights the collected fun
 new phase-1 models, retrains on the merged data and compares the phases; the candidate is
 then the phase-2 best model (phase 1's when phase 2 completed no model).
 
+With ``config.run_id`` the retraining run writes into ``<root>/<UTC date>/runs/<run_id>/`` (and
+its collection and phase 2 inside it), so several retraining runs of one day can share one
+output root and one registry: promotions into the registry are serialised compare-and-sets
+(``ModelRegistry.promote_if_better``), so the best candidate ends in production whatever the
+order they finish in.
+
     python -m flows.monthly_retrain --preset quick
     python -m flows.monthly_retrain --preset quick --collect file
+    python -m flows.monthly_retrain --preset quick --run-id auto
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.runtime import flow_run as current_flow_run
 
 from flows.collect import collect as collect_flow
 from flows.phase2 import phase2 as phase2_flow
 from flows.pipeline import streamguard_pipeline
 from flows.train_production import stop_jobs_under
 from streamguard_core.config import CollectConfig, Phase2Config, PipelineConfig
+from streamguard_core.pipeline.rundir import resolve_run_dir, resolve_run_id
 from tasks.registry import promote_if_better
 
 
@@ -42,10 +51,24 @@ def run_root(output_root: str, started: datetime) -> str:
     return str(Path(output_root) / started.astimezone(UTC).strftime("%Y-%m-%d"))
 
 
+def pipeline_config(
+    config: PipelineConfig, started: datetime, flow_run_name: str | None
+) -> PipelineConfig:
+    """The retraining run's pipeline config: the dated root, run_id 'auto' made this flow
+    run's name (so the pipeline subflow, this flow and its cancellation hook agree on it)."""
+    run_id = resolve_run_id(config.run_id, flow_run_name)
+    return config.model_copy(
+        update={"output_root": run_root(config.output_root, started), "run_id": run_id}
+    )
+
+
 def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
-    """on_cancellation hook: stop the SageMaker jobs of this retraining run (dated root)."""
+    """on_cancellation hook: stop the SageMaker jobs of this retraining run (its run dir)."""
     started = flow_run.start_time or flow_run.expected_start_time or datetime.now(UTC)
-    stop_jobs_under(flow_run, lambda config: run_root(config.output_root, started))
+    stop_jobs_under(
+        flow_run,
+        lambda config: str(resolve_run_dir(pipeline_config(config, started, flow_run.name))),
+    )
 
 
 @flow(name="monthly-retrain", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
@@ -56,25 +79,29 @@ def monthly_retrain(
     collect: CollectConfig | None = None,
     phase2: Phase2Config | None = None,
 ) -> dict[str, Any]:
-    """Retrain into ``<config.output_root>/<UTC date>``; returns the promotion decision.
+    """Retrain into ``<config.output_root>/<UTC date>`` (``.../runs/<run_id>`` with
+    ``config.run_id``); returns the promotion decision.
 
     The whole pipeline config applies (``backend: sagemaker`` trains on SageMaker with
     ``config.sagemaker``). A run that fails its success criteria ends Failed before any
     promotion: a candidate must pass them to be compared with production. ``collect`` (with
     ``phase2``'s noise and merge settings; its retraining run is ``config``) adds phase 2.
     """
-    root = run_root(config.output_root, datetime.now(UTC))
-    summary = streamguard_pipeline(config.model_copy(update={"output_root": root}))
+    run_config = pipeline_config(config, datetime.now(UTC), current_flow_run.get_name())
+    root = str(resolve_run_dir(run_config))
+    summary = streamguard_pipeline(run_config)
     best = summary.get("best_seed")
     if collect is not None:
-        best = refresh_and_retrain(config, root, collect, phase2) or best
+        # phase 2 runs inside this run's directory, which its own pipeline run then owns
+        best = refresh_and_retrain(config.model_copy(update={"run_id": None}), root,
+                                   collect, phase2) or best  # fmt: skip
     if not best or not best.get("model_dir"):
         raise NoCandidate(f"no completed model in {root}: see its production_report.md")
     decision = promote_if_better(
         registry_dir,
         best["model_dir"],
         {"model": best["model"], "seed": best["seed"]},
-        str(Path(root) / "data" / "valid"),
+        str(Path(root) / "data" / "valid"),  # with a run_id, data/ links to the shared set
         min_improvement,
         root,
     )
@@ -126,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preset", default="quick", help=f"one of {preset_names()} or a YAML path")
     parser.add_argument("--output-root", default="runs/monthly")
+    parser.add_argument(
+        "--run-id", default=None,
+        help="write into <output root>/<date>/runs/RUN_ID ('auto': the flow run's name)",
+    )  # fmt: skip
     parser.add_argument("--registry-dir", default="runs/registry")
     parser.add_argument("--min-improvement", type=float, default=0.0)
     parser.add_argument(
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         help="refresh the data through these collectors and add phase 2 (repeatable)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    config = override(load_preset(args.preset), output_root=args.output_root)
+    config = override(load_preset(args.preset), output_root=args.output_root, run_id=args.run_id)
     collect = None
     if args.collect:
         collect = CollectConfig(sources=[SOURCE_CLASSES[k]() for k in args.collect])

@@ -10,6 +10,12 @@ ephemeral Prefect (exit code 1 when the run fails)::
     python -m flows.pipeline                       # the demo preset on the synthetic data
     python -m flows.pipeline --preset quick        # seconds: 1 seed, 4 steps
     python -m flows.pipeline --data ../shared/data --preset full --models gnn,baseline
+    python -m flows.pipeline --preset quick --run-id a   # beside other runs: runs/quick/runs/a/
+
+A run holds its run directory (the output root, or ``<output root>/runs/<run id>`` with
+``--run-id``) until it ends; a second run on the same directory fails at once, naming the
+holder. Runs with a run id share one processed data set per data + preprocessing settings
+(``<output root>/data/<key>``; see ``streamguard_core/pipeline/rundir.py``).
 """
 
 from __future__ import annotations
@@ -21,34 +27,66 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as current_flow_run
 
-from flows.train_production import stop_sagemaker_jobs, train_production
+from flows.train_production import run_training, stop_jobs_under
 from streamguard_core.config import PipelineConfig
+from streamguard_core.pipeline.rundir import (
+    PipelineRunPaths,
+    data_lock,
+    hold_run_dir,
+    link_run_data,
+    resolve_run_dir,
+    run_paths,
+)
 from tasks.data import preprocess_task, publish_data_summary
 from tasks.training import preflight_task
+
+
+def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
+    """on_cancellation hook: stop the SageMaker jobs listed in this run's run directory."""
+    stop_jobs_under(flow_run, lambda config: str(resolve_run_dir(config, flow_run.name)))
 
 
 @flow(name="streamguard-pipeline", log_prints=True, on_cancellation=[stop_sagemaker_jobs])
 def streamguard_pipeline(config: PipelineConfig = PipelineConfig()) -> dict[str, Any]:  # noqa: B008
     """The production pipeline; returns the overall production summary.
 
+    It writes into its run directory (``config.output_root``, or ``output_root/runs/<run_id>``)
+    and holds that directory until it ends: a second run on it fails at once (``RunDirBusy``).
     With ``config.backend == "sagemaker"`` training runs as SageMaker jobs (``config.sagemaker``,
     ``config.aws_credentials_block``, ``config.s3_bucket_block``); preprocessing and preflight
     still run on the worker.
     """
     logger = get_run_logger()
-    data_dir = str(Path(config.output_root) / "data")
-    metadata = Path(data_dir) / "preprocessing_metadata.json"
-    data_summary = preprocess_task.with_options(refresh_cache=not metadata.exists())(
-        config.data, config.preprocessing, data_dir
-    )
-    publish_data_summary(data_summary)
-    if config.run_preflight:
-        report = Path(config.output_root) / "preflight_report.json"
-        preflight_task(data_dir, config.plan, str(report))
-    else:
-        logger.warning("preflight skipped (run_preflight=False)")
-    return train_production(data_dir, config)
+    name = current_flow_run.get_name()
+    holder = f"streamguard-pipeline flow run {name!r}"
+    run_dir = resolve_run_dir(config, name)
+    with hold_run_dir(run_dir, holder):
+        paths = run_paths(config, run_dir)
+        data_dir = prepare_data(config, paths, holder)
+        if config.run_preflight:
+            preflight_task(data_dir, config.plan, str(paths.preflight_report))
+        else:
+            logger.warning("preflight skipped (run_preflight=False)")
+        return run_training(data_dir, paths.run_config(config))  # in this run: no subflow
+
+
+def prepare_data(config: PipelineConfig, paths: PipelineRunPaths, holder: str) -> str:
+    """The run's processed data set: preprocessed here, or a shared one another run built."""
+    with data_lock(paths, holder) as complete:
+        if paths.shared_data and complete:
+            get_run_logger().info(
+                "reusing the processed data set %s (same data, preprocessing settings and "
+                "input files as the run that built it)", paths.data_dir
+            )  # fmt: skip
+        else:
+            summary = preprocess_task.with_options(refresh_cache=not complete)(
+                config.data, config.preprocessing, str(paths.data_dir)
+            )
+            publish_data_summary(summary)
+    link_run_data(paths)
+    return str(paths.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train+valid with the CodeXGLUE split) or one input file (Devign/Juliet/JSONL)",
     )
     parser.add_argument("--output-root", default=None, help="default: the preset's")
+    parser.add_argument(
+        "--run-id", default=None,
+        help="write into <output root>/runs/RUN_ID so that runs share one output root (and its "
+        "processed data) side by side; 'auto': the Prefect flow run's name",
+    )  # fmt: skip
     parser.add_argument("--seeds", default=None, help="comma-separated, replaces the preset's")
     parser.add_argument(
         "--models",
@@ -101,6 +144,7 @@ def config_from_args(argv: list[str] | None = None) -> PipelineConfig:
         seeds=args.seeds,
         data=data,
         output_root=args.output_root,
+        run_id=args.run_id,
         backend=args.backend,
         run_preflight=False if args.no_preflight else None,
         aws_credentials_block=args.aws_credentials_block,

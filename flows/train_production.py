@@ -67,7 +67,7 @@ def run_local_jobs(specs: list[TrainJobSpec], cpu_jobs: int = 1, refresh: bool =
     time and all slots train concurrently. Every job is a process of its own either way.
     """
     logger = get_run_logger()
-    slots = local_devices(cpu_jobs)
+    slots = local_devices(cpu_jobs, max((s.train.nproc_per_node for s in specs), default=1))
     threads = cpu_threads_per_job(len(slots)) if slots[0] is None else None
     logger.info("%d runs on %d slot(s): %s%s", len(specs), len(slots), slots,
                 f", {threads} torch thread(s) each" if threads else "")  # fmt: skip
@@ -93,14 +93,33 @@ def train_production(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008
 ) -> dict[str, Any]:
     """Train ``config.plan`` on the processed data set ``data_dir`` into ``config.output_root``;
-    aggregate, publish the report, and judge it against ``config.criteria``.
-
-    Only ``plan``, ``criteria``, ``output_root``, ``backend`` and the SageMaker settings are read
-    (``data`` and ``preprocessing`` made ``data_dir``).
+    aggregate, publish the report, and judge it against ``config.criteria``
+    (:func:`run_training` in a flow run of its own).
 
     Raises:
         SuccessCriteriaFailed: a check failed (the flow run ends Failed with every failed check
             in its message, after everything is published).
+    """
+    return run_training(data_dir, config)
+
+
+def run_training(data_dir: str, config: PipelineConfig) -> dict[str, Any]:
+    """The training stage inside the current flow run: every job of ``config.plan`` on
+    ``data_dir``, then aggregate, publish and judge; returns the overall summary.
+
+    ``streamguard-pipeline`` calls it directly rather than as the ``train-production`` subflow:
+    its task runs, artifacts and events are the same, without the fixed cost of a flow run of
+    its own (creating it, validating ``config`` again, its state changes and stopping its
+    heartbeat thread, up to 1 s). Only ``plan``, ``criteria``, ``output_root``, ``backend`` and
+    the SageMaker settings are read (``data`` and ``preprocessing`` made ``data_dir``).
+
+    The artifacts are published while the next step runs (``publish-results`` beside the model
+    comparison, ``publish-comparison`` beside the report's comparison section and the headline)
+    and waited for before this goes on, so a publish that fails after its retries still fails
+    the run, as it did when it ran in line.
+
+    Raises:
+        SuccessCriteriaFailed: a check failed (after everything is published).
     """
     logger = get_run_logger()
     plan = config.plan
@@ -126,21 +145,29 @@ def train_production(
                            status.status if status else "missing",
                            status.error if status else "no run_status.json")  # fmt: skip
     summary = aggregate_task(config.output_root, plan, config.criteria)
-    publish_results(summary, config.criteria)
+    # published while the comparison runs; `summary` is never changed after this point
+    results_published = publish_results.submit(summary, config.criteria)
     compared = compare_task(config.output_root, plan.all_names, list(plan.seeds),
                             plan.train.target_precision, return_state=True)  # fmt: skip
+    # raises what the publish raised after its retries; and it has read the report before the
+    # comparison is appended to it
+    results_published.result()
+    comparison_published = None
+    compared_paths: dict[str, Any] = {}
     if compared.is_completed():
         evaluation = compared.result()
-        publish_comparison(evaluation)
+        comparison_published = publish_comparison.submit(evaluation)
         append_comparison(summary["report_path"], evaluation)
-        summary["evaluation_path"] = evaluation.get("evaluation_path")
+        compared_paths["evaluation_path"] = evaluation.get("evaluation_path")
         print(comparison_text(evaluation))
     else:  # e.g. no model has a usable seed: the criteria below say why
         logger.error("model comparison failed: %s", compared.message)
     print(headline(summary))
+    if comparison_published is not None:
+        comparison_published.result()
     if not summary["success"]["passed"]:
         raise SuccessCriteriaFailed(failure_message(summary))
-    return summary
+    return {**summary, **compared_paths}
 
 
 def _status(spec: TrainJobSpec) -> str | None:

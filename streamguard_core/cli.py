@@ -823,10 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_eval_parser(sub)
 
     from streamguard_core.aws.deploy import add_deploy_parsers
+    from streamguard_core.aws.logs import add_logs_parser
+    from streamguard_core.aws.setup import add_setup_parser
     from streamguard_core.serve.cli import add_serve_parser
 
     add_serve_parser(sub)
     add_deploy_parsers(aws)
+    add_setup_parser(aws)
+    add_logs_parser(aws)
 
     demo = sub.add_parser(
         "demo",
@@ -846,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     from streamguard_core.data.loaders import DataError
     from streamguard_core.preprocess.tokens import TokenizerError
+    from streamguard_core.redact import redact_text  # errors echo paths and URLs: no secrets
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -853,13 +858,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(_with_train_kind(argv))
         return int(args.func(args))
     except ValidationError as exc:
-        print(_validation_message(exc), file=sys.stderr)
+        print(redact_text(_validation_message(exc)), file=sys.stderr)
         return EXIT_USAGE
     except UsageError as exc:
-        print(f"streamguard: error: {exc}", file=sys.stderr)
+        print(redact_text(f"streamguard: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
-    except (DataError, TokenizerError, FileNotFoundError, ValueError) as exc:
-        print(f"streamguard: error: {exc}", file=sys.stderr)
+    # DataError covers ModelDirError: a model directory at fault, named in one line. OSError:
+    # a file that cannot be read or written (permissions, a directory given for a file ...)
+    except (DataError, TokenizerError, OSError, ValueError) as exc:
+        print(redact_text(f"streamguard: error: {exc}"), file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("streamguard: interrupted", file=sys.stderr)

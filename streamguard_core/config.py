@@ -195,9 +195,17 @@ class _ModelBase(BaseModel):
     name: str | None = Field(
         None,
         description="Run name: the folder under the output root and the report's row "
-        "(default: the kind). Two models of one kind in a plan need different names.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        "(default: the kind). Two models of one kind in a plan need different names. One "
+        "folder name: 1-128 letters, digits, '.', '_', '-', starting with a letter or digit.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        from streamguard_core.training.paths import check_component
+
+        # the name is a folder under the output root: never a way out of it (../, /abs)
+        return None if value is None else check_component(value, "model name")
 
     @property
     def run_name(self) -> str:
@@ -365,6 +373,14 @@ class FusionConfig(_ModelBase):
         description="The pipeline output root holding the base models' runs and their OOF "
         "runs (filled in by TrainingPlan.fusion_jobs).",
     )
+
+    @field_validator("base_models")
+    @classmethod
+    def _safe_base_names(cls, value: list[str]) -> list[str]:
+        from streamguard_core.training.paths import check_component
+
+        # each names a folder under runs_root (like a model's run name)
+        return [check_component(name, "fusion base model") for name in value]
 
 
 ModelConfig = Annotated[
@@ -613,7 +629,9 @@ class TrainingPlan(BaseModel):
 
 def oof_dir(output_root: str | Path, model: str, seed: int, fold: int) -> Path:
     """``<output_root>/oof/<model>/seed_<seed>/fold_<fold>``: one out-of-fold run."""
-    return Path(output_root) / "oof" / model / f"seed_{seed}" / f"fold_{fold}"
+    from streamguard_core.training.paths import confined
+
+    return confined(output_root, "oof", model, f"seed_{seed}", f"fold_{fold}")
 
 
 class FoldSpec(BaseModel):
@@ -634,7 +652,9 @@ class FoldSpec(BaseModel):
 
 def seed_dir(output_root: str | Path, model: str, seed: int) -> Path:
     """``<output_root>/<model>/seed_<seed>``: where one run's files go."""
-    return Path(output_root) / model / f"seed_{seed}"
+    from streamguard_core.training.paths import confined
+
+    return confined(output_root, model, f"seed_{seed}")
 
 
 class TrainJobSpec(BaseModel):
@@ -766,6 +786,24 @@ class PipelineConfig(BaseModel):
         description="prefect-aws S3Bucket block name: the bucket SageMaker jobs use (overrides "
         "sagemaker.bucket; `python -m deployments.install_aws` saves one).",
     )
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, value: str | None) -> str | None:
+        # run_id names one folder under output_root/runs: one safe path component, never a
+        # way out of the output root; an empty form field means "not set"
+        import re
+
+        if not value:
+            return None
+        if value != "auto" and (
+            not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) or ".." in value
+        ):
+            raise ValueError(
+                f"run_id {value!r}: use 1-128 letters, digits, '-', '_' or '.', starting with a "
+                "letter or digit (one folder name: no '/', no '..'), or 'auto'"
+            )
+        return value
 
     @model_validator(mode="after")
     def _backend_settings(self) -> PipelineConfig:

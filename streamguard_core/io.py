@@ -1,4 +1,5 @@
-"""Small I/O helpers: atomic JSON, JSON sanitising, content hashing, transparent gzip."""
+"""Small I/O helpers: atomic JSON, JSON sanitising, safe JSON reading, content hashing,
+transparent gzip."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 import orjson
+
+from streamguard_core.redact import redact_value
 
 
 def to_jsonable(value: Any) -> Any:
@@ -57,9 +60,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
-    """Sanitise ``data`` with :func:`to_jsonable` and write it atomically as JSON."""
-    return atomic_write_text(path, json.dumps(to_jsonable(data), indent=indent) + "\n")
+def atomic_write_json(
+    path: str | Path, data: Any, indent: int | None = 2, redact: bool = True
+) -> Path:
+    """Sanitise ``data`` with :func:`to_jsonable` and write it atomically as JSON.
+
+    ``redact``: credentials in string values (token patterns, URL passwords, webhook paths,
+    the values of secret environment variables) become ``***``
+    (:func:`streamguard_core.redact.redact_value`), so no artefact written this way carries a
+    secret. False only for state that must round-trip byte for byte.
+    """
+    value = to_jsonable(data)
+    if redact:
+        value = redact_value(value)
+    return atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]], sanitize: bool = True) -> int:
@@ -89,6 +103,37 @@ def _dumps_line(row: dict[str, Any]) -> str:
         return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode("utf-8")
     except TypeError:  # e.g. lone surrogates or huge ints: the stdlib copes
         return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+class InvalidFileError(ValueError):
+    """A file that cannot be read as what it should be; the message names it and says why."""
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in ``path`` (a UTF-8 BOM is skipped), for files that may come from
+    elsewhere (model directories): errors are one line naming the file, line and column.
+
+    Raises:
+        InvalidFileError: the file cannot be read, is not UTF-8 or not valid JSON.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # the stdlib accepts a little more (NaN, huge integers) and says where it failed
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InvalidFileError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidFileError(
+            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg})"
+        ) from None
+    except RecursionError:
+        raise InvalidFileError(f"{path}: not valid JSON (nested too deeply)") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from streamguard_core.pipeline.registry import ModelRegistry, decide_promotion, evaluate_on
+from streamguard_core.pipeline.registry import ModelRegistry, evaluate_on
 
 
 @task(name="promote-if-better", task_run_name="compare {candidate_model_dir}")
@@ -19,17 +19,17 @@ def promote_if_better(
     min_improvement: float,
     source_run: str,
 ) -> dict[str, Any]:
-    """Score the candidate and the production model on ``validation_data``; promote if better.
+    """Register the candidate, then score it and the production model on ``validation_data``
+    and promote it if better.
 
     The candidate is registered either way (so it can be promoted by hand later); the
-    production pointer moves only when :func:`decide_promotion` says so.
+    production pointer moves only when :func:`decide_promotion` says so. The comparison uses
+    the production model read under the registry lock (:meth:`ModelRegistry.promote_if_better`),
+    so concurrent runs promoting into one registry never let a worse model land last.
     """
     logger = get_run_logger()
     registry = ModelRegistry(registry_dir)
-    current = registry.production()
     candidate_eval = evaluate_on(candidate_model_dir, validation_data)
-    production_eval = evaluate_on(current["model_dir"], validation_data) if current else None
-    decision = decide_promotion(candidate_eval, production_eval, "f1", min_improvement)
     version = registry.register(
         candidate_model_dir,
         model=candidate["model"],
@@ -37,15 +37,16 @@ def promote_if_better(
         metrics={"validation": candidate_eval},
         source_run=source_run,
     )
-    if decision["promote"]:
-        registry.promote(
-            version,
-            decision["reason"],
-            evaluation={"candidate": candidate_eval, "production": production_eval,
-                        "data": validation_data},
-        )  # fmt: skip
+    decision = registry.promote_if_better(
+        version,
+        candidate_eval,
+        lambda current: evaluate_on(current["model_dir"], validation_data),
+        metric="f1",
+        min_improvement=min_improvement,
+        evaluation={"data": validation_data},
+    )
     logger.info("registered %s; %s", version, decision["reason"])
-    previous = current["version"] if current else "none"
+    previous = decision["previous"] or "none"
     create_markdown_artifact(
         key="promotion-decision",
         markdown="\n".join(
@@ -61,7 +62,7 @@ def promote_if_better(
         ),
         description="Candidate vs production on the same validation data",
     )
-    return {"version": version, "previous": previous, "model_dir": candidate_model_dir, **decision}
+    return {**decision, "previous": previous, "model_dir": candidate_model_dir}
 
 
 def _fmt(value: float | None) -> str:

@@ -6,8 +6,11 @@ Training is compute (no retries) and cached on the job spec plus the processed d
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,43 @@ class PreflightNoGo(RuntimeError):
 
 class SeedRunFailed(RuntimeError):
     """A model x seed run failed or collapsed (its run_status.json says why)."""
+
+
+class RunProgress:
+    """One run's progress artifact, created and updated on a thread of its own.
+
+    The job never waits on the API for it: the artifact is created while the job's process
+    starts, and each update is sent while the job goes on (one call at a time, in order).
+    :meth:`close` waits for the calls and raises what one of them raised.
+    """
+
+    def __init__(self, key: str, description: str) -> None:
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix=f"progress-{key}")
+        self._sent = 0.0
+        self._artifact_id = self._call(
+            create_progress_artifact, progress=0.0, key=key, description=description
+        )
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        # the task run's context (client, run ids) goes along, so the artifact is the run's
+        return self._calls.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    def _update(self, percent: float) -> None:
+        update_progress_artifact(self._artifact_id.result(), percent)
+
+    def update(self, percent: float) -> None:
+        """Set the progress to ``percent`` (capped at 100; unchanged values are not sent)."""
+        percent = min(100.0, percent)
+        if percent != self._sent:
+            self._sent = percent
+            self._call(self._update, percent)
+
+    def close(self, final: float | None = None) -> None:
+        """Set ``final`` (if given), then wait for every call; raises the first call's error."""
+        if final is not None:
+            self.update(final)
+        self._calls.shutdown(wait=True)
+        self._artifact_id.result()
 
 
 def progress_key(name: str, seed: int, fold: int | None = None) -> str:
@@ -97,10 +137,9 @@ def train_job_task(
     """
     logger = _logger()
     name, seed, label = spec.name, spec.seed, job_label(spec)
-    progress_id = None
+    progress = None
     if spec.model.kind in NEURAL_KINDS:
-        progress_id = create_progress_artifact(
-            progress=0.0,
+        progress = RunProgress(
             key=progress_key(name, seed, spec.fold.index if spec.fold else None),
             description=f"{label}: epochs done out of {spec.train.epochs}",
         )
@@ -111,14 +150,12 @@ def train_job_task(
             label, row["epoch"] + 1, row["epochs"], _fmt(row["train_loss"]),
             row["valid_f1"], _fmt(row["valid_roc_auc"]), row["seconds"],
         )  # fmt: skip
-        if progress_id is not None:
-            update_progress_artifact(
-                progress_id, min(100.0, 100.0 * (row["epoch"] + 1) / row["epochs"])
-            )
+        if progress is not None:
+            progress.update(100.0 * (row["epoch"] + 1) / row["epochs"])
 
     status = LocalBackend().run(spec, on_epoch_end, device, threads)
-    if progress_id is not None and status.status == "completed":
-        update_progress_artifact(progress_id, 100.0)
+    if progress is not None:  # 100% when it completed (early stopping ends before the last epoch)
+        progress.close(100.0 if status.status == "completed" else None)
     if status.status == "collapsed":
         emit(TRAINING_COLLAPSED, {"model": name, "seed": seed, "reason": status.error,
                                   "run_dir": status.run_dir,

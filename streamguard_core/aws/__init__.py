@@ -11,6 +11,10 @@ package imports cheaply wherever the core does.
 * :mod:`~streamguard_core.aws.s3` content-addressed channel upload, prefix download and sync
 * :mod:`~streamguard_core.aws.tarsafe` tar extraction that refuses links, devices and escapes
 * :mod:`~streamguard_core.aws.cost` SageMaker spend from Cost Explorer (``streamguard aws cost``)
+* :mod:`~streamguard_core.aws.setup` the execution role, ECR repositories and bucket, created once
+  (``streamguard aws setup``)
+* :mod:`~streamguard_core.aws.logs` a training job's CloudWatch log streams (``streamguard aws
+  logs``)
 * :mod:`~streamguard_core.aws.emulator` an offline SageMaker for tests and local rehearsal
 
 The backend itself (a job spec in, a ``RunStatus`` and the run files out) is

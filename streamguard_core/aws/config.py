@@ -170,7 +170,13 @@ class SageMakerConfig(BaseModel):
     )
     prefix: str = Field("streamguard", description="Key prefix inside the bucket")
     instance_type: str = Field("ml.g4dn.xlarge", description="Training instance type")
-    instance_count: int = Field(1, ge=1, description="Instances per job")
+    instance_count: int = Field(
+        1,
+        ge=1,
+        description="Instances per job: 1. Each job trains on one instance (for the GPUs of a "
+        "multi-GPU instance set train.nproc_per_node); multi-instance training is not "
+        "implemented, so more would only bill idle instances",
+    )
     volume_size_gb: int = Field(30, ge=1, description="EBS volume per instance (GB)")
     use_spot: bool = Field(True, description="Managed spot training (cheaper, interruptible)")
     max_runtime_s: int = Field(
@@ -201,6 +207,18 @@ class SageMakerConfig(BaseModel):
     def _bare_bucket(cls, value: str | None) -> str | None:
         if value is not None and (value.startswith("s3://") or "/" in value):
             raise ValueError("bucket is a bare bucket name (put paths in 'prefix')")
+        return value
+
+    @field_validator("instance_count")
+    @classmethod
+    def _one_instance(cls, value: int) -> int:
+        if value > 1:
+            raise ValueError(
+                f"instance_count {value} > 1 is not used by StreamGuard's training yet: each job "
+                "trains on one instance, so the others would be billed idle; use "
+                "train.nproc_per_node for the GPUs of one instance (a multi-GPU instance type "
+                "such as ml.g5.12xlarge, 4 GPUs), or more jobs (seeds) for more instances"
+            )
         return value
 
     @model_validator(mode="after")

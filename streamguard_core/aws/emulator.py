@@ -16,12 +16,19 @@ SageMaker does, in a background thread::
 A non-zero exit with ``/opt/ml/output/failure`` ends Failed with that FailureReason;
 ``StopTrainingJob`` SIGTERMs the process (Stopping -> Stopped); MaxRuntimeInSeconds and
 MaxWaitTimeInSeconds are enforced. A spot interruption can be injected: once the number of
-synced checkpoints reaches K, the process gets SIGTERM, the job records ``Interrupted`` and
-restarts in a fresh directory that resumes from the S3 checkpoints. Set it for every job
+synced checkpoints of an attempt reaches K (default 1: the first checkpoint), the process gets
+SIGTERM, the job records ``Interrupted`` and restarts in a fresh directory that resumes from the
+S3 checkpoints. The container is paused (SIGSTOP) while that K-th checkpoint is uploaded, so the
+interruption lands right after it however fast the model trains. Set it for every job
 (``interruptions=``, ``interrupt_after_checkpoints=``) or per job with the tags
 ``streamguard:emulate-interruptions`` and ``streamguard:emulate-interrupt-after-checkpoints``.
 
-Run it by hand (``--with-moto`` also starts an S3 on 127.0.0.1)::
+Given a CloudWatch Logs endpoint (``logs_endpoint_url``; ``--with-moto`` uses moto's), each
+attempt's container output also goes where SageMaker puts it: log group
+``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<epoch seconds>``, so
+``streamguard aws logs JOB`` reads it as it would on AWS.
+
+Run it by hand (``--with-moto`` also starts an S3 and a CloudWatch Logs on 127.0.0.1)::
 
     python -m streamguard_core.aws.emulator --port 8765 --with-moto
 
@@ -120,7 +127,8 @@ class EmulatedJob:
     training_time_s: float = 0.0
     model_artifacts: str | None = None
     interruptions_left: int = 0
-    interrupt_after: int = 2
+    interrupt_after: int = 1
+    log_streams: list[str] = field(default_factory=list)  # CloudWatch, one per attempt
     exit_codes: list[int] = field(default_factory=list)  # one per attempt
     attempt_dirs: list[Path] = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -322,14 +330,19 @@ class SageMakerEmulator:
         s3_endpoint_url: S3 for channels, checkpoints and models (default: boto3's own
             ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` handling).
         interruptions: spot interruptions injected into every spot job (tags override).
-        interrupt_after_checkpoints: synced checkpoints before each injected interruption.
+        interrupt_after_checkpoints: synced checkpoints of an attempt before each injected
+            interruption (1: right after the first).
         spot_savings: share of the training time not billed for spot jobs.
-        sync_interval_s: the longest gap between checkpoint syncs while training.
+        sync_interval_s: the longest gap between checkpoint syncs (and log shipments) while
+            training.
         stop_grace_s: seconds between SIGTERM and SIGKILL.
         command: the training command (default: the StreamGuard entrypoint).
         num_gpus: SM_NUM_GPUS the container sees (0: it trains on the CPU).
         endpoint_startup_timeout_s: an endpoint's container must answer /ping within this.
         serve_command: the serving container's command (default: ``streamguard serve``).
+        logs_endpoint_url: CloudWatch Logs endpoint that receives each attempt's container
+            output (group ``/aws/sagemaker/TrainingJobs``); None: not sent (:meth:`job_log`
+            still has it).
 
     Spot interruptions need a CheckpointConfig (they are counted in synced checkpoints).
     """
@@ -342,15 +355,16 @@ class SageMakerEmulator:
         s3_endpoint_url: str | None = None,
         region: str = "us-east-1",
         interruptions: int = 0,
-        interrupt_after_checkpoints: int = 2,
+        interrupt_after_checkpoints: int = 1,
         spot_savings: float = 0.7,
-        sync_interval_s: float = 0.5,
+        sync_interval_s: float = 0.2,
         poll_interval_s: float = 0.05,
         stop_grace_s: float = 60.0,
         command: list[str] | None = None,
         num_gpus: int = 0,
         endpoint_startup_timeout_s: float = 300.0,
         serve_command: list[str] | None = None,
+        logs_endpoint_url: str | None = None,
     ) -> None:
         import boto3
 
@@ -364,6 +378,11 @@ class SageMakerEmulator:
         self.num_gpus = num_gpus
         self.s3 = boto3.session.Session(region_name=region).client(
             "s3", endpoint_url=s3_endpoint_url
+        )
+        self.logs = (
+            boto3.session.Session(region_name=region).client("logs", endpoint_url=logs_endpoint_url)
+            if logs_endpoint_url
+            else None
         )
         self.jobs: dict[str, EmulatedJob] = {}
         self._jobs_lock = threading.Lock()
@@ -756,6 +775,7 @@ class SageMakerEmulator:
                 stderr=subprocess.STDOUT,
             )
             job.process = proc
+            shipper = self._log_shipper(job, logfile)
             try:
                 while proc.poll() is None:
                     if reason is None:
@@ -766,24 +786,32 @@ class SageMakerEmulator:
                         if reason is not None:
                             proc.send_signal(signal.SIGTERM)
                             term_sent_at = time.monotonic()
-                    if sync is not None and time.monotonic() - last_sync >= self.sync_interval_s:
-                        try:
-                            uploaded = sync.sync(self.s3)
-                        except Exception as exc:  # the next round retries
-                            log.warning("job %s: checkpoint sync failed: %s", job.name, exc)
-                            uploaded = []
+                    interrupt = reason is None and job.interruptions_left > 0
+                    # the checkpoint an interruption is due at is looked for at every poll, not
+                    # every sync: the reclaim then lands right after it, however fast it trains
+                    due = (
+                        sync is not None
+                        and interrupt
+                        and synced_checkpoints + 1 >= job.interrupt_after
+                        and _new_checkpoint(sync)
+                    )
+                    if sync is not None and (
+                        due or time.monotonic() - last_sync >= self.sync_interval_s
+                    ):
+                        checkpoint, paused = self._sync(job, proc, sync, pause=due)
+                        synced_checkpoints += checkpoint
                         last_sync = time.monotonic()
-                        if any(Path(p).name == "meta.json" for p in uploaded):
-                            synced_checkpoints += 1
-                        if (
-                            reason is None
-                            and job.interruptions_left > 0
-                            and synced_checkpoints >= job.interrupt_after
-                        ):
+                        if interrupt and synced_checkpoints >= job.interrupt_after:
                             job.interruptions_left -= 1
                             reason = "interrupted"
-                            proc.send_signal(signal.SIGTERM)
+                            proc.send_signal(signal.SIGTERM)  # pending until it runs again
                             term_sent_at = time.monotonic()
+                            log.info("job %s: spot interruption after checkpoint %d (emulated)",
+                                     job.name, synced_checkpoints)  # fmt: skip
+                        if paused:
+                            proc.send_signal(signal.SIGCONT)
+                        if shipper is not None:
+                            shipper.ship()
                     if term_sent_at is not None and (
                         time.monotonic() - term_sent_at > self.stop_grace_s
                     ):
@@ -791,14 +819,50 @@ class SageMakerEmulator:
                     time.sleep(self.poll_interval_s)
             finally:
                 if proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)  # never leave it paused
                     proc.kill()
                 code = proc.wait()
                 job.process = None
+        if shipper is not None:
+            shipper.ship(final=True)
         if sync is not None:
             sync.sync(self.s3)  # what SageMaker uploads after the container exits
         if reason is not None:
             return reason, code
         return ("completed" if code == 0 else "failed"), code
+
+    def _sync(
+        self, job: EmulatedJob, proc: subprocess.Popen, sync: DirSync, pause: bool
+    ) -> tuple[bool, bool]:
+        """Upload the changed checkpoint files; returns (a checkpoint's meta.json went, the
+        container is paused).
+
+        With ``pause`` (an interruption is due at the new checkpoint) the container is paused
+        (SIGSTOP) before the upload, and the caller sends the SIGTERM before it lets it run
+        again (SIGCONT): the interruption comes right after this checkpoint, not steps later.
+        """
+        paused = pause
+        if paused:
+            proc.send_signal(signal.SIGSTOP)
+        try:
+            uploaded = sync.sync(self.s3)
+        except Exception as exc:  # the next round retries
+            log.warning("job %s: checkpoint sync failed: %s", job.name, exc)
+            uploaded = []
+        return any(Path(p).name == "meta.json" for p in uploaded), paused
+
+    def _log_shipper(self, job: EmulatedJob, logfile: Path) -> _LogShipper | None:
+        """A new CloudWatch stream for this attempt (None without a logs endpoint)."""
+        if self.logs is None:
+            return None
+        stamp = int(time.time())
+        while f"{job.name}/algo-1-{stamp}" in job.log_streams:
+            stamp += 1  # two attempts in one second: keep the streams apart
+        name = f"{job.name}/algo-1-{stamp}"
+        job.log_streams.append(name)
+        shipper = _LogShipper(self.logs, TRAINING_LOG_GROUP, name, logfile)
+        shipper.open()
+        return shipper
 
     def _upload_model(self, job: EmulatedJob, base: Path) -> None:
         """``<base>/model`` -> ``<S3OutputPath>/<job>/output/model.tar.gz`` (and output data)."""
@@ -818,6 +882,93 @@ class SageMakerEmulator:
             if name == "model.tar.gz":
                 with job.lock:
                     job.model_artifacts = f"s3://{bucket}/{key_base}/{name}"
+
+
+def _new_checkpoint(sync: DirSync) -> bool:
+    """A checkpoint (its meta.json, renamed into place last) not synced yet."""
+    return any(Path(rel).name == "meta.json" for rel, _ in sync.changed())
+
+
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+LOG_EVENT_MAX_BYTES = 256 * 1024 - 26  # PutLogEvents: an event's message plus 26 bytes
+LOG_BATCH_MAX_BYTES = 1_048_576
+LOG_BATCH_MAX_EVENTS = 10_000
+
+
+@dataclass
+class _LogShipper:
+    """Sends the new complete lines of a container's output file to one CloudWatch stream.
+
+    A failure to ship is logged once and ends shipping for the attempt: logs never fail a job.
+    """
+
+    logs: Any
+    group: str
+    stream: str
+    path: Path
+    offset: int = 0
+    broken: bool = False
+
+    def open(self) -> None:
+        """Create the group (once per account and region) and this attempt's stream."""
+        from botocore.exceptions import ClientError
+
+        try:
+            try:
+                self.logs.create_log_group(logGroupName=self.group)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+                    raise
+            self.logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
+        except Exception as exc:
+            self._broke(exc)
+
+    def ship(self, final: bool = False) -> int:
+        """Send what was written since the last call (a partial last line waits unless
+        ``final``); returns the number of events sent."""
+        if self.broken or not self.path.exists():
+            return 0
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        if not data:
+            return 0
+        self.offset += len(data)
+        now = int(time.time() * 1000)
+        messages = [
+            line.rstrip("\r")[:LOG_EVENT_MAX_BYTES]
+            for line in data.decode("utf-8", errors="replace").split("\n")
+            if line.strip()
+        ]
+        sent = 0
+        batch: list[dict[str, Any]] = []
+        size = 0
+        for message in [*messages, None]:
+            length = 0 if message is None else len(message.encode("utf-8")) + 26
+            if batch and (
+                message is None
+                or len(batch) >= LOG_BATCH_MAX_EVENTS
+                or size + length > LOG_BATCH_MAX_BYTES
+            ):
+                try:
+                    self.logs.put_log_events(logGroupName=self.group, logStreamName=self.stream,
+                                             logEvents=batch)  # fmt: skip
+                except Exception as exc:
+                    self._broke(exc)
+                    return sent
+                sent += len(batch)
+                batch, size = [], 0
+            if message is not None:
+                batch.append({"timestamp": now, "message": message})
+                size += length
+        return sent
+
+    def _broke(self, exc: Exception) -> None:
+        self.broken = True
+        log.warning("CloudWatch stream %s: not shipping the container output (%s)", self.stream,
+                    exc)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -1409,10 +1560,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--with-moto",
         action="store_true",
-        help="also start moto's S3 server on a free 127.0.0.1 port",
+        help="also start moto's server (S3, CloudWatch Logs) on a free 127.0.0.1 port",
     )
     parser.add_argument("--interruptions", type=int, default=0, help="spot interruptions per job")
-    parser.add_argument("--interrupt-after-checkpoints", type=int, default=2)
+    parser.add_argument(
+        "--interrupt-after-checkpoints",
+        type=int,
+        default=1,
+        help="synced checkpoints of an attempt before each interruption (1: the first)",
+    )
+    parser.add_argument(
+        "--logs-endpoint-url",
+        default=None,
+        help="CloudWatch Logs endpoint for the containers' output (default: moto's with "
+        "--with-moto, else none)",
+    )
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     parser.add_argument(
         "--create-bucket",
@@ -1444,6 +1606,7 @@ def main(argv: list[str] | None = None) -> int:
         region=args.region,
         interruptions=args.interruptions,
         interrupt_after_checkpoints=args.interrupt_after_checkpoints,
+        logs_endpoint_url=args.logs_endpoint_url or (s3_url if args.with_moto else None),
     ).start()
     if args.create_bucket:
         emulator.s3.create_bucket(Bucket=args.create_bucket)

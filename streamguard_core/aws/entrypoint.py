@@ -50,6 +50,7 @@ from streamguard_core.aws.config import spec_from_hyperparameters
 from streamguard_core.config import TrainJobSpec
 from streamguard_core.io import atomic_write_text
 from streamguard_core.preprocess.dataset import METADATA_FILE
+from streamguard_core.redact import RedactingFilter
 from streamguard_core.training.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = SageMakerPaths.from_env()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # stdout becomes CloudWatch Logs: no secrets
     root_logger = logging.getLogger("streamguard")
     root_logger.addHandler(handler)
     root_logger.setLevel(logging.INFO)

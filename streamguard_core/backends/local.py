@@ -6,6 +6,11 @@ concurrently cannot write into each other's log or reseed each other. Processes 
 ``forkserver`` that has imported torch once, so a job starts in milliseconds, not the seconds a
 fresh interpreter needs to import torch and transformers. The device is chosen per job:
 ``cuda:<i>`` becomes ``CUDA_VISIBLE_DEVICES=<i>`` in the child, which then sees one GPU.
+
+A GNN or transformer job with ``train.nproc_per_node = N > 1`` is started the same way; its
+process then runs torchrun with N data-parallel workers (``run_job`` does that, see
+:mod:`streamguard_core.training.distributed`). On GPUs such a job needs a slot of N devices:
+``local_devices(procs_per_job=N)`` groups them (``cuda:0,1``), and the child sees those N.
 """
 
 from __future__ import annotations
@@ -25,12 +30,29 @@ log = logging.getLogger("streamguard.backends.local")
 PRELOAD = ["torch", "transformers", "torch_geometric", "streamguard_core.training.run"]
 
 
-def local_devices(cpu_jobs: int = 1) -> list[str | None]:
+def local_devices(cpu_jobs: int = 1, procs_per_job: int = 1) -> list[str | None]:
     """Device slots, one job each at a time: one per CUDA device (``cuda:<i>``) when there are
-    several, one on a single GPU, else ``cpu_jobs`` CPU slots (None: the default device)."""
+    several, one on a single GPU, else ``cpu_jobs`` CPU slots (None: the default device).
+
+    ``procs_per_job`` > 1 (DDP jobs, ``train.nproc_per_node``): on GPUs each slot is that many
+    devices (``cuda:0,1``, ``cuda:2,3``; left-over GPUs idle); on CPU the slots are as above.
+
+    Raises:
+        ValueError: there are GPUs, but fewer than ``procs_per_job``.
+    """
     import torch
 
     n = torch.cuda.device_count()
+    if procs_per_job > 1 and n:
+        if n < procs_per_job:
+            raise ValueError(
+                f"nproc_per_node {procs_per_job} needs {procs_per_job} GPUs per job; this "
+                f"machine has {n}"
+            )
+        return [
+            "cuda:" + ",".join(str(g) for g in range(start, start + procs_per_job))
+            for start in range(0, n - procs_per_job + 1, procs_per_job)
+        ]
     if n > 1:
         return [f"cuda:{i}" for i in range(n)]
     return [None] if n == 1 else [None] * max(1, cpu_jobs)
@@ -50,14 +72,15 @@ def child_environment(
 
     ``cuda:<i>`` is the parent's i-th visible GPU: when the parent itself was limited by
     ``CUDA_VISIBLE_DEVICES`` (e.g. ``2,3``), ``cuda:1`` maps to that list's entry (``3``).
+    ``cuda:<i>,<j>`` (a DDP job's slot) makes both visible to the child, in that order.
     """
     if device and device.startswith("cuda:"):
-        index = int(device.split(":", 1)[1])
+        indices = [int(i) for i in device.split(":", 1)[1].split(",")]
         if parent_visible is None:
             parent_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         visible = [v.strip() for v in (parent_visible or "").split(",") if v.strip()]
-        physical = visible[index] if index < len(visible) else str(index)
-        return {"CUDA_VISIBLE_DEVICES": physical}, "cuda"
+        physical = [visible[i] if i < len(visible) else str(i) for i in indices]
+        return {"CUDA_VISIBLE_DEVICES": ",".join(physical)}, "cuda"
     return {}, device
 
 
@@ -71,6 +94,9 @@ def _child(spec_json: str, device: str | None, threads: int | None, conn: Connec
         import torch
 
         torch.set_num_threads(threads)
+        # a DDP job's torchrun workers share this slot's threads (they read it when they start)
+        nproc = TrainJobSpec.model_validate_json(spec_json).train.nproc_per_node
+        os.environ["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
 
     try:
         status = run_job(

@@ -163,8 +163,11 @@ class SageMakerBackend:
                 should_cancel=should_cancel, on_transition=on_transition,
             )  # fmt: skip
         except (JobFailed, JobStopped) as exc:
+            # a failed job uploads no output: its container's log is in CloudWatch only
+            hint = f" (its log: streamguard aws logs {job.job_name})" if isinstance(
+                exc, JobFailed) else ""  # fmt: skip
             failed = RunStatus(
-                **base, status="failed", error=f"{type(exc).__name__}: {exc}",
+                **base, status="failed", error=f"{type(exc).__name__}: {exc}{hint}",
                 wall_s=round(time.perf_counter() - t0, 2),
                 cost=job_cost(exc.description, self.cfg.prices) if exc.description else None,
                 secondary_status=_transitions(exc.description),

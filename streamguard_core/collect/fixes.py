@@ -494,7 +494,18 @@ class FixExtractor:
         return out
 
     def _init_repository(self, repo: Path, url: str) -> None:
-        """Create the bare repository of a remote on first use; point ``origin`` at ``url``."""
+        """Create the bare repository of a remote on first use; point ``origin`` at ``url``.
+
+        A URL with credentials (``https://user:token@host/...``) is stored without them: git
+        rewrites the stored URL back to ``url`` in memory (``url.<url>.insteadOf``, passed in
+        the environment of its commands), so no token lands in the cache's config on disk.
+        """
+        public = redact(url).replace("***@", "", 1)
+        rewrite = f"url.{url}.insteadOf"
+        if public != url and rewrite not in self._env.values():
+            n = int(self._env.get("GIT_CONFIG_COUNT", "0"))
+            self._env.update({"GIT_CONFIG_COUNT": str(n + 1), f"GIT_CONFIG_KEY_{n}": rewrite,
+                              f"GIT_CONFIG_VALUE_{n}": public})  # fmt: skip
         try:
             if not (repo / "HEAD").exists():
                 self._run(["init", "--quiet", "--bare", str(repo)], cwd=None)
@@ -502,10 +513,10 @@ class FixExtractor:
                 current = self._run(["config", "--get", "remote.origin.url"], cwd=repo).strip()
             except _GitFailure:  # new (or interrupted right after init)
                 self._run(["config", "gc.auto", "0"], cwd=repo)  # never prune fetched commits
-                self._run(["remote", "add", "origin", url], cwd=repo)
+                self._run(["remote", "add", "origin", public], cwd=repo)
             else:
-                if current != url:
-                    self._run(["remote", "set-url", "origin", url], cwd=repo)
+                if current != public:
+                    self._run(["remote", "set-url", "origin", public], cwd=repo)
         except (_GitFailure, OSError) as exc:
             detail = exc.detail if isinstance(exc, _GitFailure) else str(exc)
             raise _GitFailure("repo_unavailable", f"cache {repo}: {detail}") from exc

@@ -8,10 +8,16 @@ the line and the reason.
 
 Every format reads a record's loss weight from ``FieldMap.weight`` (default ``weight``) when the
 record has that field: a finite number >= 0, kept as ``FunctionRecord.weight`` (1.0 without it).
+
+Text files are UTF-8; a leading UTF-8 byte-order mark is skipped (Windows editors write one), a
+UTF-16/32 file is refused as a whole with a clear error, and a JSON string holding a lone
+surrogate escape (``"\\ud800"``: valid JSON, but not Unicode text that can be written back as
+UTF-8) rejects its record. ``bench/fuzz.py`` fuzzes every reader.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -33,6 +39,14 @@ HF_DATASET = "google/code_x_glue_cc_defect_detection"
 CPP_SUFFIXES = (".cpp", ".cc", ".cxx", ".hpp", ".hh", ".c++")
 
 LoadItem = FunctionRecord | Reject
+BOM = codecs.BOM_UTF8
+# byte-order marks of encodings we do not read (UTF-32 LE first: it begins with UTF-16 LE's)
+_FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 
 
 class DataError(Exception):
@@ -84,16 +98,19 @@ def detect_format(path: str | Path) -> str:
         return "csv"
     if "juliet" in name:
         return "juliet"
-    with open_binary(path) as fh:
-        first = fh.readline()
-        while first and not first.strip():
-            first = fh.readline()
+    try:
+        with open_binary(path) as fh:
+            first = fh.readline().removeprefix(BOM)
+            while first and not first.strip():
+                first = fh.readline()
+    except (OSError, EOFError) as exc:  # truncated gzip, unreadable file
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
     first = first.lstrip()
     if first.startswith(b"["):
         return "devign"
     try:
         obj = json.loads(first)  # the whole first record, however long
-    except ValueError:
+    except (ValueError, RecursionError):
         return "jsonl"
     if isinstance(obj, dict):
         if "func_anon" in obj:
@@ -132,6 +149,7 @@ def iter_records(
         raise DataError(f"{path}: input file does not exist")
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
+    _refuse_foreign_encoding(path)
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt not in FORMATS:
@@ -166,6 +184,58 @@ def iter_records(
 # ---------------------------------------------------------------------------- raw readers
 
 
+def _refuse_foreign_encoding(path: Path) -> None:
+    """A UTF-16/32 byte-order mark: every line would be a reject, so refuse the file."""
+    try:
+        with open_binary(path) as fh:
+            head = fh.read(4)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read file: {exc}") from exc
+    for bom, name in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise DataError(
+                f"{path}: the file is {name} encoded (byte-order mark {bom.hex(' ')}); "
+                "StreamGuard reads UTF-8: convert it, e.g. iconv -f "
+                f"{name} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}"
+            )
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# a JSON escape of a lone surrogate (how one reaches a decoded object)
+_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _surrogate_field(obj: dict[str, Any]) -> str | None:
+    """The first field of ``obj`` whose name or (nested) value holds a lone surrogate."""
+    for key, value in obj.items():
+        stack = [key, value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE_RE.search(item):
+                    return repr(key)
+            elif isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
+
+
+def _surrogate_reject(obj: dict[str, Any], path: Path, line: int, raw: bytes) -> Reject | None:
+    """A reject when a JSON string of ``obj`` decoded to a lone surrogate (``\\ud800``)."""
+    field = _surrogate_field(obj)
+    if field is None:
+        return None
+    return Reject(
+        str(path),
+        line,
+        "invalid_unicode",
+        f"field {field} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text",
+        preview=raw[:200].decode("utf-8", "replace"),
+    )
+
+
 def _decode_line(raw: bytes, path: Path, line: int) -> str | Reject:
     try:
         return raw.decode("utf-8")
@@ -183,6 +253,8 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     try:
         with open_binary(path) as fh:
             for line_no, raw in enumerate(fh, start=1):
+                if line_no == 1:
+                    raw = raw.removeprefix(BOM)
                 if not raw.strip():
                     continue  # blank lines hold no record
                 try:
@@ -196,14 +268,20 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
                         continue
                     try:
                         obj = json.loads(text)
-                    except ValueError as exc:
+                    except (ValueError, RecursionError) as exc:
+                        detail = "nested too deeply" if isinstance(exc, RecursionError) else exc
                         yield (
                             line_no,
                             Reject(
-                                str(path), line_no, "invalid_json", str(exc), preview=text[:200]
+                                str(path), line_no, "invalid_json", str(detail), preview=text[:200]
                             ),
                         )
                         continue
+                    if isinstance(obj, dict):  # orjson refuses lone surrogates; json not
+                        bad = _surrogate_reject(obj, path, line_no, raw)
+                        if bad is not None:
+                            yield line_no, bad
+                            continue
                 if not isinstance(obj, dict):
                     yield (
                         line_no,
@@ -225,9 +303,13 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]
     """Devign ``function.json``: one JSON array; 'line' is the 1-based element number."""
     try:
         with open_binary(path) as fh:
-            data = json.loads(fh.read().decode("utf-8"))
+            raw = fh.read()
+        data = json.loads(raw.decode("utf-8-sig"))
+    except RecursionError:
+        raise DataError(f"{path}: not a readable JSON array: nested too deeply") from None
     except (ValueError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise DataError(f"{path}: not a readable JSON array (Devign function.json): {exc}") from exc
+    lone_surrogates = _SURROGATE_ESCAPE_RE.search(raw) is not None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of functions, got {type(data).__name__}")
     for i, obj in enumerate(data, start=1):
@@ -243,11 +325,14 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]
                 ),
             )
         else:
+            bad = (
+                _surrogate_reject(obj, path, i, _preview(obj).encode()) if lone_surrogates else None
+            )
+            if bad is not None:
+                yield i, bad
+                continue
             obj.setdefault("idx", i - 1)  # function.json position is CodeXGLUE's idx
             yield i, obj
-
-
-_SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
@@ -256,8 +341,8 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
     try:
         with open_binary(path) as fh:
             # surrogateescape keeps undecodable bytes visible per row instead of failing a
-            # whole decoding chunk (which would lose the valid rows around it)
-            text = fh.read().decode("utf-8", errors="surrogateescape")
+            # whole decoding chunk (which would lose the valid rows around it); -sig skips a BOM
+            text = fh.read().decode("utf-8-sig", errors="surrogateescape")
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read file: {exc}") from exc
     reader = csv.DictReader(io.StringIO(text, newline=""))
@@ -272,9 +357,9 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
         except csv.Error as exc:
             yield start, Reject(str(path), start, "invalid_csv", str(exc))
             return  # the reader cannot resynchronise after a structural error
-        bad = next(
-            (k for k, v in row.items() if isinstance(v, str) and _SURROGATE_RE.search(v)), None
-        )
+        # surrogates stand for bytes that are not UTF-8: in a value, a field name (the header)
+        # or the extra fields of a long row (a list under the key None)
+        bad = _surrogate_field(row)
         if bad is not None:
             yield (
                 start,
@@ -282,7 +367,7 @@ def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]]:
                     str(path),
                     start,
                     "invalid_utf8",
-                    f"field {bad!r} holds bytes that are not UTF-8",
+                    f"field {bad} (name or value) holds bytes that are not UTF-8",
                 ),
             )
             continue
@@ -343,7 +428,7 @@ def _read_weight(obj: dict[str, Any], key: str | None, path: Path, line: int) ->
         if isinstance(raw, bool):  # JSON true/false is not a weight, though float() takes it
             raise TypeError
         weight = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
         return Reject(
             str(path),
             line,
@@ -375,8 +460,11 @@ def _optional_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdecimal():
+        try:
+            return int(value)
+        except ValueError:  # beyond int()'s 4,300-digit limit
+            return None
     return None
 
 

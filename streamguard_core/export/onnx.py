@@ -574,10 +574,10 @@ def _version(package: str) -> str | None:
 
 
 def _card_kind(model_dir: Path) -> str:
-    card = model_dir / "model_card.json"
-    if not card.exists():
-        raise OnnxExportError(f"{model_dir}: not a model directory (no model_card.json)")
-    return str(json.loads(card.read_text()).get("kind"))
+    from streamguard_core.models.registry import read_model_card
+
+    # a DataError naming the file: no card, not valid JSON (line, column), no kind
+    return str(read_model_card(model_dir)["kind"])
 
 
 class ExportOutcome(BaseModel):
@@ -620,8 +620,8 @@ def export_model_dir(
                 f"{root}: --output names one file, but a fusion model exports each neural base "
                 "to bases/<name>/model.onnx; leave --output out"
             )
-        from streamguard_core.models.fusion import BASES
+        from streamguard_core.models.registry import base_model_dirs, read_model_card
 
-        names = json.loads((root / "model_card.json").read_text()).get("base_models", [])
-        return [o for name in names for o in export_model_dir(root / BASES / name, opset=opset)]
+        bases = base_model_dirs(root, read_model_card(root))  # only dirs under bases/
+        return [o for base in bases for o in export_model_dir(base, opset=opset)]
     raise OnnxExportError(f"{root}: model kind {kind!r} has no ONNX export")

@@ -102,7 +102,8 @@ class GNNAdapter(NeuralAdapter):
         from streamguard_core.models.gnn import GNNClassifier
 
         args = (batch["x"], batch["node_token"], batch["edge_index"], batch["batch"])
-        if isinstance(model, GNNClassifier):  # the edge types reach the models that take them
+        # the edge types reach the models that take them (also inside DDP's wrapper: .module)
+        if isinstance(getattr(model, "module", model), GNNClassifier):
             return model(*args, edge_type=batch.get("edge_type"))
         return model(*args)
 

@@ -170,13 +170,33 @@ class BaselineDetector:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> BaselineDetector:
-        """Rebuild a saved detector from its plain files."""
+        """Rebuild a saved detector from its plain files (checked first: no pickle is read).
+
+        Raises:
+            ModelDirError: a file is missing, not what it should be, or inconsistent.
+        """
+        from streamguard_core.models.registry import (
+            ModelDirError,
+            check_model_files,
+            model_errors,
+            read_model_card,
+        )
+
         root = Path(model_dir)
-        card = json.loads((root / MODEL_CARD).read_text())
-        if card.get("kind") != cls.kind:
-            raise ValueError(f"{root}: model kind is {card.get('kind')!r}, not {cls.kind!r}")
+        card = read_model_card(root)
+        if card["kind"] != cls.kind:
+            raise ModelDirError(
+                f"{root / MODEL_CARD}: model kind is {card['kind']!r}, not {cls.kind!r}"
+            )
+        check_model_files(root)
+        with model_errors(root, cls.kind):
+            return cls._from_files(root, card)
+
+    @classmethod
+    def _from_files(cls, root: Path, card: dict[str, Any]) -> BaselineDetector:
         config = dict(card["config"])
-        seed = int(card.get("seed", config.pop("seed", 42)))  # older cards kept it in config
+        legacy_seed: int = config.pop("seed", 42)  # older cards kept the seed in config
+        seed = int(card.get("seed", legacy_seed))
         det = cls(BaselineConfig.model_validate(config), seed=seed)
         det.threshold = float(card["threshold"])
         det.metadata = {

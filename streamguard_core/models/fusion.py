@@ -20,7 +20,6 @@ base model under ``bases/<name>/`` so the directory scores raw code on its own.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -157,21 +156,31 @@ class FusionDetector:
     def __init__(self, model_dir: str | Path, use_onnx: bool = False) -> None:
         from safetensors.torch import load_file
 
-        from streamguard_core.models.registry import load_detector
+        from streamguard_core.models.registry import (
+            ModelDirError,
+            base_model_dirs,
+            check_model_files,
+            load_detector,
+            model_errors,
+            read_model_card,
+        )
 
         self.dir = Path(model_dir)
-        self.card = json.loads((self.dir / MODEL_CARD).read_text())
-        if self.card.get("kind") != self.kind:
-            raise ValueError(f"{self.dir}: model kind is {self.card.get('kind')!r}, not fusion")
-        self.config = FusionConfig.model_validate(self.card["config"])
-        self.base_names: list[str] = list(self.card["base_models"])
-        self.bases = [
-            load_detector(self.dir / BASES / name, use_onnx=use_onnx) for name in self.base_names
-        ]
-        self.net = FusionNet(len(self.bases), self.config.hidden_dim)
-        self.net.load_state_dict(load_file(str(self.dir / WEIGHTS)))
-        self.net.eval()
-        self.threshold = float(self.card["threshold"])
+        self.card = read_model_card(self.dir)
+        if self.card["kind"] != self.kind:
+            raise ModelDirError(
+                f"{self.dir / MODEL_CARD}: model kind is {self.card['kind']!r}, not fusion"
+            )
+        check_model_files(self.dir)
+        with model_errors(self.dir, self.kind):
+            self.config = FusionConfig.model_validate(self.card["config"])
+            base_dirs = base_model_dirs(self.dir, self.card)  # under bases/, nowhere else
+            self.base_names: list[str] = [d.name for d in base_dirs]
+            self.bases = [load_detector(d, use_onnx=use_onnx) for d in base_dirs]
+            self.net = FusionNet(len(self.bases), self.config.hidden_dim)
+            self.net.load_state_dict(load_file(str(self.dir / WEIGHTS)))
+            self.net.eval()
+            self.threshold = float(self.card["threshold"])
 
     def base_probabilities(self, funcs: list[str]) -> np.ndarray:
         """Every base model's probabilities, shape [n, M] (columns in ``base_names`` order)."""

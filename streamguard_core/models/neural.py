@@ -8,7 +8,6 @@ preprocessing (tree-sitter graph, tokens, trimming) on new functions before pred
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -80,15 +79,22 @@ class NeuralDetector:
 
     def __init__(self, model_dir: str | Path, device: str | None = None) -> None:
         from streamguard_core.models.adapters import adapter_for, resolve_device
+        from streamguard_core.models.registry import (
+            check_model_files,
+            model_errors,
+            read_model_card,
+        )
 
         self.dir = Path(model_dir)
-        self.card = json.loads((self.dir / "model_card.json").read_text())
+        self.card = read_model_card(self.dir)
         self.kind: str = self.card["kind"]
-        self.threshold = float(self.card["threshold"])
-        self.preprocess = PreprocessConfig.model_validate(self.card.get("preprocess", {}))
-        self.device = resolve_device(device)
-        self.model, self.pad_id = adapter_for(self.kind).load(self.dir, self.device)
-        self.model.to(self.device).eval()
+        check_model_files(self.dir)  # before torch or transformers read a byte of it
+        with model_errors(self.dir, self.kind):
+            self.threshold = float(self.card["threshold"])
+            self.preprocess = PreprocessConfig.model_validate(self.card.get("preprocess", {}))
+            self.device = resolve_device(device)
+            self.model, self.pad_id = adapter_for(self.kind).load(self.dir, self.device)
+            self.model.to(self.device).eval()
 
     def predict_proba(
         self,

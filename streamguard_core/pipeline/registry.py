@@ -6,10 +6,17 @@ Layout under the registry root::
     models/<version>/registration.json  version, model, seed, metrics, source run, data fingerprint
     production.json                   {"version", "promoted_at", "previous", "reason"}
     history.jsonl                     one line per promotion
+    .lock                             held while the production pointer moves
 
 Versions are ``v0001``, ``v0002``, ... A version directory is reserved with an atomic ``mkdir``
 and only counts once its ``registration.json`` (written last) exists, so two registrations at
 once never share a number and a half-copied model is never listed.
+
+Promotions are serialised by an inter-process lock on ``.lock``: reading the pointer, writing it
+and appending the history line happen under it, so every history line's ``previous`` is the
+version promoted before it. :meth:`ModelRegistry.promote_if_better` also makes the comparison
+with production under that lock (a compare-and-set): two runs promoting at once cannot both
+beat the old production and leave the worse model in place.
 """
 
 from __future__ import annotations
@@ -19,18 +26,22 @@ import math
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamguard_core.evaluation.metrics import classification_metrics
 from streamguard_core.io import atomic_write_json, read_jsonl, to_jsonable
-from streamguard_core.models.registry import load_detector, load_labelled
+from streamguard_core.locks import file_lock
 
 REGISTRATION_FILE = "registration.json"
 PRODUCTION_FILE = "production.json"
 HISTORY_FILE = "history.jsonl"
 MODEL_CARD = "model_card.json"
+LOCK_FILE = ".lock"
+DEFAULT_LOCK_TIMEOUT_S = 900.0
+"""How long a promotion waits for another one (which may be scoring production) to finish."""
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -41,9 +52,20 @@ def _now() -> str:
 class ModelRegistry:
     """Registered model versions and which one serves production, in plain files under ``root``."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, lock_timeout_s: float | None = DEFAULT_LOCK_TIMEOUT_S):
         self.root = Path(root)
         self.models_dir = self.root / "models"
+        self.lock_timeout_s = lock_timeout_s
+
+    @contextmanager
+    def locked(self, what: str = "a model registry promotion") -> Iterator[None]:
+        """Hold the registry's promotion lock (``<root>/.lock``) for the ``with`` block.
+
+        Raises:
+            streamguard_core.locks.LockTimeout: another holder kept it ``lock_timeout_s``.
+        """
+        with file_lock(self.root / LOCK_FILE, timeout_s=self.lock_timeout_s, what=what):
+            yield
 
     # ----------------------------------------------------------------- versions
 
@@ -150,7 +172,7 @@ class ModelRegistry:
     def promote(
         self, version: str, reason: str, evaluation: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Make ``version`` the production model and record why in the history.
+        """Make ``version`` the production model and record why in the history (under the lock).
 
         Returns:
             The history entry: ``{"at", "version", "previous", "reason", "evaluation"}``.
@@ -159,6 +181,66 @@ class ModelRegistry:
             ValueError: the version is not registered.
         """
         self._version_dir(version)
+        with self.locked(f"promotion of {version} in {self.root}"):
+            return self._promote_locked(version, reason, evaluation)
+
+    def promote_if_better(
+        self,
+        version: str,
+        candidate_metrics: dict[str, Any],
+        production_metrics: Callable[[dict[str, Any]], dict[str, Any] | None],
+        *,
+        metric: str = "f1",
+        min_improvement: float = 0.0,
+        evaluation: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Promote ``version`` when it beats the production model: one compare-and-set.
+
+        The production model is read, scored with ``production_metrics(registration)`` (e.g.
+        :func:`evaluate_on` on the candidate's validation data) and compared by
+        :func:`decide_promotion` while the registry lock is held, so a concurrent promotion is
+        either wholly before this one (and is what it is compared with) or wholly after it.
+
+        Args:
+            version: a registered version (the candidate).
+            candidate_metrics: the candidate's metric dict.
+            production_metrics: scores the current production registration on the same data.
+            metric: the metric compared.
+            min_improvement: the margin the candidate must beat production by.
+            evaluation: extra values for the history entry (e.g. the validation data path).
+
+        Returns:
+            :func:`decide_promotion`'s decision plus ``version``, ``previous`` (the production
+            version it was compared with, or None), ``candidate_metrics`` and
+            ``production_metrics``.
+
+        Raises:
+            ValueError: the version is not registered.
+        """
+        self._version_dir(version)
+        with self.locked(f"promote-if-better of {version} in {self.root}"):
+            current = self.production()
+            production_eval = production_metrics(current) if current is not None else None
+            decision = decide_promotion(candidate_metrics, production_eval, metric, min_improvement)
+            if decision["promote"]:
+                self._promote_locked(
+                    version,
+                    decision["reason"],
+                    {**(evaluation or {}), "candidate": candidate_metrics,
+                     "production": production_eval},
+                )  # fmt: skip
+        return {
+            **decision,
+            "version": version,
+            "previous": current["version"] if current is not None else None,
+            "candidate_metrics": candidate_metrics,
+            "production_metrics": production_eval,
+        }
+
+    def _promote_locked(
+        self, version: str, reason: str, evaluation: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Move the pointer and append the history line; the caller holds :meth:`locked`."""
         current = self.production()
         entry = {
             "at": _now(),
@@ -177,6 +259,7 @@ class ModelRegistry:
                 "reason": reason,
             },
         )
+        # one write of one line under the lock: lines never interleave or tear
         line = json.dumps(to_jsonable(entry)) + "\n"
         with open(self.root / HISTORY_FILE, "a", encoding="utf-8") as fh:
             fh.write(line)
@@ -258,6 +341,10 @@ def evaluate_on(model_dir: str | Path, records_path: str | Path) -> dict[str, An
     Returns:
         :func:`classification_metrics` plus ``n_rejected``, the input records that were refused.
     """
+    # imported here: registering and promoting need neither sklearn nor torch
+    from streamguard_core.evaluation.metrics import classification_metrics
+    from streamguard_core.models.registry import load_detector, load_labelled
+
     detector = load_detector(model_dir)
     records, rejects = load_labelled(records_path)
     probs = detector.predict_proba([record.func for record in records])

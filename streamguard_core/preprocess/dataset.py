@@ -189,7 +189,8 @@ class ProcessedDataset:
         """The preprocessing settings a saved model re-applies to new functions (minus what
         only mattered for building the data set)."""
         return self.metadata.config.preprocess.model_dump(
-            mode="json", exclude={"tokenizer", "workers", "quick_test"}
+            mode="json",
+            exclude={"tokenizer", "workers", "quick_test", "executor", "dask_address"},
         )
 
     def has_split(self, name: str) -> bool:

@@ -327,41 +327,58 @@ class _Lists:
         Nodes are in depth-first order, so the children of one parent appear in source order and
         next-sibling edges are adjacent pairs after a stable sort by parent.
         """
-        types = np.asarray(self.node_type, dtype=np.int16)
-        tokens = np.zeros(len(types), dtype=np.int32)
+        n = len(self.node_type)
+        types = np.fromiter(self.node_type, np.int16, count=n)
+        tokens = np.zeros(n, dtype=np.int32)
         if self.token_pos:
-            tokens[np.asarray(self.token_pos, dtype=np.int64)] = np.asarray(
-                self.token_val, dtype=np.int32
+            k = len(self.token_pos)
+            tokens[np.fromiter(self.token_pos, np.int64, count=k)] = np.fromiter(
+                self.token_val, np.int32, count=k
             )
-        par = np.asarray(self.parent, dtype=np.int64)
-        child = np.arange(len(par), dtype=np.int64)
-        has_parent = par >= 0
+        par = np.fromiter(self.parent, np.int64, count=n)
+        ast_dst = np.flatnonzero(par >= 0)
         order = np.argsort(par, kind="stable")
         by_parent = par[order]
-        same = (by_parent[1:] == by_parent[:-1]) & (by_parent[1:] >= 0)
+        same = by_parent[1:] == by_parent[:-1]
+        same &= by_parent[1:] >= 0
+        n_ast, n_sib, n_use = len(ast_dst), int(same.sum()), len(self.use_src)
+        n_flow = len(self.flow_src)
         src = np.concatenate(
-            [par[has_parent], order[:-1][same], self.use_src, self.flow_src]
-        ).astype(np.int64)
-        dst = np.concatenate(
-            [child[has_parent], order[1:][same], self.use_dst, self.flow_dst]
-        ).astype(np.int64)
-        etype = np.concatenate(
             [
-                np.zeros(int(has_parent.sum()), dtype=np.int8),
-                np.ones(int(same.sum()), dtype=np.int8),
-                np.full(len(self.use_src), 2, dtype=np.int8),
-                np.asarray(self.flow_type, dtype=np.int8),
+                par[ast_dst],
+                order[:-1][same],
+                np.fromiter(self.use_src, np.int64, count=n_use),
+                np.fromiter(self.flow_src, np.int64, count=n_flow),
             ]
         )
+        dst = np.concatenate(
+            [
+                ast_dst,
+                order[1:][same],
+                np.fromiter(self.use_dst, np.int64, count=n_use),
+                np.fromiter(self.flow_dst, np.int64, count=n_flow),
+            ]
+        )
+        etype = np.empty(len(src), dtype=np.int8)
+        etype[:n_ast] = 0
+        etype[n_ast : n_ast + n_sib] = 1
+        etype[n_ast + n_sib : n_ast + n_sib + n_use] = 2
+        etype[n_ast + n_sib + n_use :] = np.fromiter(self.flow_type, np.int8, count=n_flow)
         counts = np.asarray(num_nodes, dtype=np.int64)
-        base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        graph_of_node = np.repeat(np.arange(len(counts)), counts)
-        edge_graph = graph_of_node[src] if len(src) else np.zeros(0, dtype=np.int64)
+        base = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=base[1:])
+        graph_of_node = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        # Each of the four edge groups is in graph order already: a stable sort by graph merges
+        # them into per-graph runs (AST, sibling, use, flow edges within each graph).
+        edge_graph = graph_of_node[src]
         by_graph = np.argsort(edge_graph, kind="stable")
         edge_graph = edge_graph[by_graph]
-        local = np.stack([src[by_graph], dst[by_graph]]) - base[edge_graph]
-        n_edges = np.bincount(edge_graph, minlength=len(counts)).astype(np.int64)
-        return types, tokens, counts, local.astype(np.int32), etype[by_graph], n_edges
+        shift = base[edge_graph]
+        local = np.empty((2, len(src)), dtype=np.int32)
+        np.subtract(src[by_graph], shift, out=local[0], casting="unsafe")
+        np.subtract(dst[by_graph], shift, out=local[1], casting="unsafe")
+        n_edges = np.bincount(edge_graph, minlength=len(counts)).astype(np.int64, copy=False)
+        return types, tokens, counts, local, etype[by_graph], n_edges
 
 
 def _walk(

@@ -20,6 +20,7 @@ Every input record is accounted for: ``read == kept + rejected + deduplicated``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import platform
@@ -27,13 +28,16 @@ import random
 import re
 import shutil
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +147,17 @@ def read_inputs(cfg: DataConfig, quick_test: bool = False) -> _Inputs:
     return out
 
 
+_ASCII_NON_CONTROL = bytes(b for b in range(128) if not _CONTROL_RE.match(chr(b)))
+
+
+def _has_control(func: str) -> bool:
+    """``_CONTROL_RE.search(func)``, several times faster on ASCII text (most source code):
+    deleting every other ASCII byte is one C loop."""
+    if func.isascii():
+        return bool(func.encode("ascii").translate(None, _ASCII_NON_CONTROL))
+    return _CONTROL_RE.search(func) is not None
+
+
 def validate_records(
     records: list[FunctionRecord], cfg: PreprocessConfig
 ) -> tuple[list[FunctionRecord], list[Reject]]:
@@ -154,7 +169,7 @@ def validate_records(
         if len(r.func) > cfg.max_func_chars:
             reason = "too_large"
             detail = f"function has {len(r.func):,} characters (limit {cfg.max_func_chars:,})"
-        elif _CONTROL_RE.search(r.func):  # rare: count only when there is one
+        elif _has_control(r.func):  # rare: count only when there is one
             controls = len(_CONTROL_RE.findall(r.func))
             if controls > MAX_CONTROL_FRACTION * len(r.func):
                 reason = "binary_content"
@@ -179,11 +194,19 @@ def validate_records(
 # --------------------------------------------------------------------------- worker side
 
 _WORKER: dict[str, Any] = {}
+"""This process's worker state (tokenizer, graph builder, settings), made once per process by
+:func:`_init_worker` (local pool, in-process) or :func:`_dask_state` (Dask workers)."""
 
 
 PARTS = ("all", "graph", "tokens")
 """What :func:`process_functions` builds: everything (training data), or at inference only
 what one model kind reads (a GNN the graph, a transformer the tokens)."""
+
+EXECUTORS = ("local", "dask")
+
+
+class ExecutorError(OSError):
+    """The configured executor cannot run (dask not installed, its scheduler unreachable)."""
 
 
 def _init_worker(
@@ -198,12 +221,19 @@ def _init_worker(
         return
     from tokenizers import Tokenizer
 
+    tokenizer = Tokenizer.from_file(str(Path(tokenizer_dir) / tokens.TOKENIZER_JSON))
+    _set_state(_WORKER, key, tokenizer, tokens.special_ids(tokenizer_dir), cfg_json)
+
+
+def _set_state(
+    state: dict[str, Any], key: Any, tokenizer: Any, special: tokens.SpecialIds, cfg_json: str
+) -> None:
     cfg = PreprocessConfig.model_validate_json(cfg_json)
-    _WORKER["key"] = key
-    _WORKER["cfg"] = cfg
-    _WORKER["tokenizer"] = Tokenizer.from_file(str(Path(tokenizer_dir) / tokens.TOKENIZER_JSON))
-    _WORKER["special"] = tokens.special_ids(tokenizer_dir)
-    _WORKER["builder"] = parse.GraphBuilder(cfg.language, cfg.max_nodes, cfg.data_flow_edges)
+    state["key"] = key
+    state["cfg"] = cfg
+    state["tokenizer"] = tokenizer
+    state["special"] = special
+    state["builder"] = parse.GraphBuilder(cfg.language, cfg.max_nodes, cfg.data_flow_edges)
 
 
 @dataclass
@@ -222,54 +252,88 @@ class ChunkResult:
     info: list[dict[str, Any]]
 
 
-def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
-    """Parse, graph, encode and trim a chunk of (function, language hint) pairs."""
-    cfg: PreprocessConfig = _WORKER["cfg"]
-    builder: parse.GraphBuilder = _WORKER["builder"]
-    special: tokens.SpecialIds = _WORKER["special"]
-    parts: str = _WORKER.get("parts", "all")
-    funcs = [f for f, _ in items]
-    if parts == "tokens":
-        graphs = _no_graphs(len(funcs))
-    else:
-        graphs = builder.build_many(funcs, [h for _, h in items])
+def _process_chunk(
+    items: Sequence[tuple[str, str | None]], state: dict[str, Any] | None = None
+) -> ChunkResult:
+    """Parse, graph, encode and trim a chunk of (function, language hint) pairs with the
+    worker ``state`` (default: this process's :data:`_WORKER`)."""
+    state = _WORKER if state is None else state
+    parts: str = state.get("parts", "all")
+    builder: parse.GraphBuilder = state["builder"]
+    graphs = _no_graphs(len(items)) if parts == "tokens" else _graph_part(items, builder)
     if parts == "graph":
-        return _graph_only(graphs, special)
+        return _graph_only(graphs, state["special"])
+    return _merge(graphs, _token_part(items, state["cfg"], state["tokenizer"], state["special"]))
+
+
+def _graph_part(
+    items: Sequence[tuple[str, str | None]], builder: parse.GraphBuilder
+) -> parse.GraphBatch:
+    """The graphs of a chunk (the half of the work that needs no tokenizer)."""
+    return builder.build_many([f for f, _ in items], [h for _, h in items])
+
+
+@dataclass
+class _TokenPart:
+    """A chunk's token ids and offsets (CSR over functions) and per-function trimming facts."""
+
+    input_ids: np.ndarray
+    offsets: np.ndarray
+    n_tokens: np.ndarray
+    info: list[dict[str, Any]]
+
+
+def _token_part(
+    items: Sequence[tuple[str, str | None]],
+    cfg: PreprocessConfig,
+    tokenizer: Any,
+    special: tokens.SpecialIds,
+) -> _TokenPart:
+    """Encode and trim a chunk: ``<s>`` ids ``</s>`` per function, offsets into its text."""
+    funcs = [f for f, _ in items]
     budget = cfg.max_seq_len - 2
     # long functions: encode only line-aligned windows that trimming could keep
+    long_chars = budget * tokens.PREFILTER_CHARS_PER_TOKEN
     pieces: list[str] = []
     piece_of: list[tuple[int, int, list[tuple[int, int]] | None]] = []
+    hits_of: list[list[tuple[int, str]] | None] = []  # found once, read by both trimming steps
     for func in funcs:
-        spans = tokens.prefilter_spans(func, budget, cfg.trimming)
+        hits = None
+        if len(func) > long_chars and cfg.trimming != "head":
+            hits = tokens.risky_hits(func)
+        spans = tokens.prefilter_spans(func, budget, cfg.trimming, hits=hits)
         first = len(pieces)
         pieces.extend([func] if spans is None else [func[a:b] for a, b in spans])
         piece_of.append((first, len(pieces), spans))
-    encodings = _WORKER["tokenizer"].encode_batch(pieces, add_special_tokens=False)
-    ids_parts, off_parts, n_tok = [], [], []
+        hits_of.append(hits)
+    encodings = tokenizer.encode_batch(pieces, add_special_tokens=False)
+    piece_ids, piece_offsets, piece_ptr = _encoded_arrays(encodings)
+    ids_parts: list[np.ndarray] = []
+    off_parts: list[np.ndarray] = []
+    n_tok: list[int] = []
     info: list[dict[str, Any]] = []
-    for func, (first, last, spans), g in zip(funcs, piece_of, graphs.info, strict=True):
-        ids, offsets = _ids_offsets(encodings[first:last], spans)
-        trim = tokens.select_tokens(func, offsets[:, 0], budget, cfg.trimming)
+    cls = np.asarray([special.cls_id], dtype=np.int32)
+    sep = np.asarray([special.sep_id], dtype=np.int32)
+    no_offset = np.zeros((1, 2), dtype=np.int32)
+    for func, (first, last, spans), hits in zip(funcs, piece_of, hits_of, strict=True):
+        p0, p1 = piece_ptr[first], piece_ptr[last]
+        ids, offsets = piece_ids[p0:p1], piece_offsets[p0:p1]
+        if spans is not None:  # piece offsets are relative to their span: shift them
+            for k, (a, _) in enumerate(spans):
+                if a:
+                    offsets[piece_ptr[first + k] - p0 : piece_ptr[first + k + 1] - p0] += a
+        trim = tokens.select_tokens(func, offsets[:, 0], budget, cfg.trimming, hits=hits)
         prefiltered = spans is not None
         orig_tokens = trim.orig_tokens
         if spans is not None:  # estimate the whole function's length from the encoded part
             encoded_chars = sum(b - a for a, b in spans)
             orig_tokens = max(orig_tokens, round(orig_tokens * len(func) / encoded_chars))
         if trim.trimmed:
-            kept_offsets = offsets[trim.keep]
-            ids, offsets = ids[trim.keep], kept_offsets
-        ids_parts.append(_wrap_ids(special, ids))
-        off_parts.append(_wrap_offsets(offsets))
+            ids, offsets = ids[trim.keep], offsets[trim.keep]
+        ids_parts += (cls, ids, sep)
+        off_parts += (no_offset, offsets, no_offset)
         n_tok.append(len(ids) + 2)
-        item: dict[str, Any] = {
-            "status": g.status,
-            "language": g.language,
-            "error_fraction": round(g.error_fraction, 4),
-            "graph_truncated": g.truncated,
-            "normalized_key": g.normalized_key,
-            "orig_tokens": orig_tokens,
-            "trimmed": trim.trimmed or prefiltered,
-        }
+        item: dict[str, Any] = {"orig_tokens": orig_tokens, "trimmed": trim.trimmed or prefiltered}
         if item["trimmed"]:
             token_spans = trim.spans() if trim.trimmed else [(0, len(ids))]
             item["trim"] = {
@@ -279,10 +343,23 @@ def _process_chunk(items: Sequence[tuple[str, str | None]]) -> ChunkResult:
                 "orig_tokens_estimated": prefiltered,
             }
         info.append(item)
+    return _TokenPart(
+        np.concatenate(ids_parts), np.concatenate(off_parts), np.asarray(n_tok, dtype=np.int64),
+        info,
+    )  # fmt: skip
+
+
+def _merge(graphs: parse.GraphBatch, toks: _TokenPart) -> ChunkResult:
+    """One chunk's graphs and tokens as a :class:`ChunkResult`."""
+    info = [
+        {"status": g.status, "language": g.language, "error_fraction": round(g.error_fraction, 4),
+         "graph_truncated": g.truncated, "normalized_key": g.normalized_key, **t}
+        for g, t in zip(graphs.info, toks.info, strict=True)
+    ]  # fmt: skip
     return ChunkResult(
-        np.concatenate(ids_parts),
-        np.concatenate(off_parts),
-        np.asarray(n_tok, dtype=np.int64),
+        toks.input_ids,
+        toks.offsets,
+        toks.n_tokens,
         graphs.node_type,
         graphs.node_token,
         graphs.num_nodes,
@@ -327,40 +404,35 @@ def _graph_only(graphs: parse.GraphBatch, special: tokens.SpecialIds) -> ChunkRe
     )
 
 
-def _wrap_ids(special: tokens.SpecialIds, ids: np.ndarray) -> np.ndarray:
-    out = np.empty(len(ids) + 2, dtype=np.int32)
-    out[0], out[-1] = special.cls_id, special.sep_id
-    out[1:-1] = ids
-    return out
-
-
-def _wrap_offsets(offsets: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(offsets) + 2, 2), dtype=np.int32)
-    out[1:-1] = offsets
-    return out
-
-
-def _ids_offsets(
-    encodings: Sequence[Any], spans: list[tuple[int, int]] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids [n] and character offsets [n, 2] into the function, from 1+ encoded pieces."""
-    ids_list, off_list = [], []
-    for k, enc in enumerate(encodings):
-        raw = enc.offsets
-        n = len(raw)
-        ids_list.append(np.fromiter(enc.ids, dtype=np.int32, count=n))
-        offsets = np.fromiter(chain.from_iterable(raw), dtype=np.int32, count=2 * n)
-        offsets = offsets.reshape(n, 2)
-        if spans is not None:
-            offsets += spans[k][0]
-        off_list.append(offsets)
-    if len(ids_list) == 1:
-        return ids_list[0], off_list[0]
-    return np.concatenate(ids_list), np.concatenate(off_list)
+def _encoded_arrays(encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Token ids [n], character offsets [n, 2] (each into its own piece) of every encoding,
+    concatenated, and where each encoding starts (``ptr``, one more than the encodings)."""
+    id_lists = [enc.ids for enc in encodings]
+    ptr = [0, *accumulate(map(len, id_lists))]
+    total = ptr[-1]
+    ids = np.fromiter(chain.from_iterable(id_lists), np.int32, count=total)
+    flat = chain.from_iterable(chain.from_iterable(enc.offsets for enc in encodings))
+    offsets = np.fromiter(flat, np.int32, count=2 * total).reshape(total, 2)
+    return ids, offsets, ptr
 
 
 def _char_spans(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
     """Character ranges covered by the kept tokens (adjacent tokens merged)."""
+    if len(kept_offsets) == 0:
+        return []
+    starts, ends = kept_offsets[:, 0], kept_offsets[:, 1]
+    if (starts[1:] < starts[:-1]).any() or (ends < starts).any():
+        return _char_spans_loop(kept_offsets)  # never from a tokenizer; kept exact anyway
+    # With ascending starts and end >= start, a range's running end is the running maximum of
+    # all ends so far, and a token opens a new range when it starts past that end + 1.
+    reach = np.maximum.accumulate(ends)
+    opens = np.flatnonzero(starts[1:] > reach[:-1] + 1) + 1
+    first = np.concatenate([[0], opens])
+    last = np.concatenate([opens - 1, [len(starts) - 1]])
+    return list(zip(starts[first].tolist(), reach[last].tolist(), strict=True))
+
+
+def _char_spans_loop(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for start, end in kept_offsets.tolist():
         if spans and start <= spans[-1][1] + 1:
@@ -387,15 +459,26 @@ def process_functions(
     workers: int,
     progress: Callable[[int], None] | None = None,
     parts: str = "all",
+    executor: str = "local",
 ) -> list[ChunkResult]:
-    """Run :func:`_process_chunk` over fixed-size chunks, in order (same output for any workers).
+    """Run :func:`_process_chunk` over fixed-size chunks, in order (same output for any workers
+    and either executor).
 
     ``parts``: one of :data:`PARTS`; ``graph`` leaves every function's tokens as CLS SEP,
-    ``tokens`` its graph empty (inference for one model kind).
+    ``tokens`` its graph empty (inference for one model kind). ``executor``: ``local`` (this
+    process when ``workers <= 1``, else a process pool) or ``dask`` (the chunks as tasks on
+    ``cfg.dask_address``, or on a LocalCluster of ``workers`` processes).
+
+    Raises:
+        ExecutorError: executor ``dask`` without dask installed, or its scheduler unreachable.
     """
     if parts not in PARTS:
         raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     cfg_json = cfg.model_dump_json()
+    if executor == "dask":
+        return _dask_map(items, Path(tokenizer_dir), cfg, cfg_json, workers, progress, parts)[0]
     results: list[ChunkResult] = []
     if workers <= 1:
         _init_worker(str(tokenizer_dir), cfg_json, in_pool=False, parts=parts)
@@ -404,20 +487,231 @@ def process_functions(
             if progress:
                 progress(len(chunk))
         return results
-    # spawn, not fork: the parent has run the tokenizers thread pool (BPE training). An
-    # executor (not mp.Pool) so that a worker that dies fails the run instead of respawning.
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(str(tokenizer_dir), cfg_json, True, parts),
-    ) as pool:
-        for result in pool.map(_process_chunk, _chunks(items, cfg.chunk_size)):
-            results.append(result)
+    with LocalPool(items, cfg, workers, parts) as pool:
+        return pool.results(Path(tokenizer_dir), progress)
+
+
+# --------------------------------------------------------------------------- local pool
+
+
+def _pool_init() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+
+
+def _pool_graph_task(cfg_json: str, items: list[tuple[str, str | None]]) -> parse.GraphBatch:
+    """A chunk's graphs in a pool worker (needs no tokenizer: runs while the BPE trains)."""
+    builder = _WORKER.get("graph_builder")
+    if builder is None or _WORKER.get("graph_cfg") != cfg_json:
+        cfg = PreprocessConfig.model_validate_json(cfg_json)
+        builder = parse.GraphBuilder(cfg.language, cfg.max_nodes, cfg.data_flow_edges)
+        _WORKER["graph_builder"], _WORKER["graph_cfg"] = builder, cfg_json
+    return _graph_part(items, builder)
+
+
+def _pool_token_task(
+    tokenizer_dir: str, cfg_json: str, items: list[tuple[str, str | None]]
+) -> _TokenPart:
+    """A chunk's tokens in a pool worker (loads the tokenizer on its first chunk)."""
+    _init_worker(tokenizer_dir, cfg_json, in_pool=True)
+    return _token_part(items, _WORKER["cfg"], _WORKER["tokenizer"], _WORKER["special"])
+
+
+class LocalPool:
+    """A process pool over the chunks of ``items`` that starts building their graphs at once.
+
+    Made before the tokenizer exists (the graphs need none), so that the workers start and
+    parse while the parent trains the BPE; :meth:`results` then encodes the chunks and puts
+    each chunk's graphs and tokens together, in order.
+    """
+
+    def __init__(
+        self,
+        items: list[tuple[str, str | None]],
+        cfg: PreprocessConfig,
+        workers: int,
+        parts: str = "all",
+    ) -> None:
+        self.chunks = list(_chunks(items, cfg.chunk_size))
+        self.cfg, self.parts = cfg, parts
+        self.cfg_json = cfg.model_dump_json()
+        # spawn, not fork: the parent runs the tokenizers thread pool (BPE training). An
+        # executor (not mp.Pool) so that a worker that dies fails the run instead of respawning.
+        self.pool = ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_pool_init
+        )
+        self.graphs: list[Future[parse.GraphBatch]] | None = None
+        if parts != "tokens":
+            self.graphs = [
+                self.pool.submit(_pool_graph_task, self.cfg_json, c) for c in self.chunks
+            ]
+
+    def results(
+        self, tokenizer_dir: Path, progress: Callable[[int], None] | None = None
+    ) -> list[ChunkResult]:
+        """Every chunk's :class:`ChunkResult`, in order."""
+        toks: list[Future[_TokenPart]] | None = None
+        if self.parts != "graph":
+            toks = [
+                self.pool.submit(_pool_token_task, str(tokenizer_dir), self.cfg_json, c)
+                for c in self.chunks
+            ]
+        special = tokens.special_ids(tokenizer_dir)
+        results: list[ChunkResult] = []
+        for i, chunk in enumerate(self.chunks):
+            graphs = _no_graphs(len(chunk)) if self.graphs is None else self.graphs[i].result()
+            if toks is None:
+                results.append(_graph_only(graphs, special))
+            else:
+                results.append(_merge(graphs, toks[i].result()))
             if progress:
-                progress(len(result.info))
-    return results
+                progress(len(chunk))
+        self.pool.shutdown(wait=False)  # the workers exit while the caller writes; close() joins
+        return results
+
+    def close(self) -> None:
+        """Stop the workers (pending chunks are cancelled)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> LocalPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- Dask executor
+
+
+@dataclass(frozen=True)
+class _DaskSpec:
+    """What a Dask worker needs to process chunks, sent once to every worker: the tokenizer
+    travels as its JSON text, since a remote worker need not see this machine's files."""
+
+    key: str  # unique per run: a worker (thread) re-initialises when it changes
+    tokenizer_json: str
+    special: tokens.SpecialIds
+    cfg_json: str
+    parts: str
+
+
+_DASK_LOCAL = threading.local()
+
+
+def _dask_state(spec: _DaskSpec) -> dict[str, Any]:
+    """This Dask worker thread's state for ``spec``, made on its first chunk (a worker with
+    several threads gets one parser and tokenizer per thread: tree-sitter parsers are not
+    thread-safe)."""
+    state: dict[str, Any] | None = getattr(_DASK_LOCAL, "state", None)
+    if state is not None and state["key"] == spec.key:
+        return state
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the cluster is the parallelism
+    from tokenizers import Tokenizer
+
+    state = {"parts": spec.parts}
+    _set_state(state, spec.key, Tokenizer.from_str(spec.tokenizer_json), spec.special,
+               spec.cfg_json)  # fmt: skip
+    _DASK_LOCAL.state = state
+    return state
+
+
+def _dask_chunk(spec: _DaskSpec, items: list[tuple[str, str | None]]) -> ChunkResult:
+    """One chunk on a Dask worker (the task :func:`_dask_map` submits)."""
+    return _process_chunk(items, _dask_state(spec))
+
+
+@contextmanager
+def dask_client(address: str | None, workers: int) -> Iterator[Any]:
+    """A ``dask.distributed.Client`` on the scheduler at ``address``, or on a LocalCluster of
+    ``workers`` single-threaded processes (loopback only, no dashboard) when it is empty.
+
+    Raises:
+        ExecutorError: dask.distributed is not installed, or the scheduler cannot be reached.
+    """
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ExecutorError(
+            "executor 'dask' needs dask.distributed: pip install 'streamguard[dask]'"
+        ) from exc
+    with ExitStack() as stack:
+        if address:
+            try:
+                # connect timeout: dask config distributed.comm.timeouts.connect (30s;
+                # env DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+                client = Client(address, set_as_default=False)
+            except Exception as exc:  # OSError (timeout, refused), ValueError (bad address) ...
+                raise ExecutorError(
+                    f"cannot reach the Dask scheduler at {address!r} (--dask-address): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = Client(cluster, set_as_default=False)
+        stack.enter_context(client)
+        yield client
+
+
+def _dask_map(
+    items: list[tuple[str, str | None]],
+    tokenizer_dir: Path,
+    cfg: PreprocessConfig,
+    cfg_json: str,
+    workers: int,
+    progress: Callable[[int], None] | None,
+    parts: str,
+) -> tuple[list[ChunkResult], int]:
+    """The chunks as Dask tasks, a bounded number in flight, results put back in order;
+    returns them and the cluster's worker threads."""
+    from dask.distributed import as_completed
+
+    chunks = list(_chunks(items, cfg.chunk_size))
+    with dask_client(cfg.dask_address, workers) as client:
+        spec = _DaskSpec(
+            f"streamguard-preprocess-{uuid.uuid4().hex}",
+            (tokenizer_dir / tokens.TOKENIZER_JSON).read_text(encoding="utf-8"),
+            tokens.special_ids(tokenizer_dir),
+            cfg_json,
+            parts,
+        )
+        [spec_future] = client.scatter([spec], broadcast=True)  # sent once per worker
+        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        in_flight = max(2, 2 * threads)  # keeps every worker busy without shipping all text
+        results: list[ChunkResult | None] = [None] * len(chunks)
+        pending = as_completed(loop=client.loop)
+        position: dict[str, int] = {}
+
+        def submit(i: int) -> None:
+            future = client.submit(
+                _dask_chunk, spec_future, chunks[i], key=f"{spec.key}-{i}", pure=False
+            )
+            position[future.key] = i
+            pending.add(future)
+
+        for i in range(min(in_flight, len(chunks))):
+            submit(i)
+        next_chunk = min(in_flight, len(chunks))
+        for future in pending:
+            i = position.pop(future.key)
+            results[i] = future.result()  # a task's exception is raised here, as in the pool
+            future.release()
+            if progress:
+                progress(len(chunks[i]))
+            if next_chunk < len(chunks):
+                submit(next_chunk)
+                next_chunk += 1
+    done = [r for r in results if r is not None]
+    if len(done) != len(chunks):  # as_completed ends only when every future has: a bug
+        raise RuntimeError(f"Dask returned {len(done)} of {len(chunks)} chunks")
+    return done, threads
 
 
 def _versions() -> dict[str, str]:
@@ -451,15 +745,16 @@ def _tokenizer_sample(records: list[FunctionRecord], limit: int, seed: int) -> l
     return [records[i].func for i in chosen]
 
 
-def _write_split(
+def _split_writers(
     out_dir: Path, split: str, rows: list[dict[str, Any]], parts: dict[str, list[np.ndarray]]
-) -> None:
+) -> list[Callable[[], None]]:
+    """The three files of one split (tokens.npz, graphs.npz, records.jsonl), one writer each:
+    independent, so that write_stage can run them side by side."""
     split_dir = out_dir / split
     split_dir.mkdir(parents=True, exist_ok=True)
-    n_tok, n_nodes, n_edges = (
-        np.concatenate(parts[k]) if parts[k] else np.zeros(0, dtype=np.int64)
-        for k in ("n_tokens", "n_nodes", "n_edges")
-    )
+
+    def counts(name: str) -> np.ndarray:
+        return np.concatenate(parts[name]) if parts[name] else np.zeros(0, dtype=np.int64)
 
     def cat(name: str, dtype: Any, empty_shape: tuple[int, ...]) -> np.ndarray:
         arrays = parts[name]
@@ -468,46 +763,62 @@ def _write_split(
         axis = 1 if name == "edge_index" else 0
         return np.concatenate(arrays, axis=axis).astype(dtype, copy=False)
 
-    def ptr(counts: np.ndarray) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    def ptr(name: str) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(counts(name))]).astype(np.int64)
 
-    _savez(
-        split_dir / "tokens.npz",
-        input_ids=cat("input_ids", np.int32, (0,)),
-        offsets=cat("offsets", np.int32, (0, 2)),
-        ptr=ptr(n_tok),
-    )
-    _savez(
-        split_dir / "graphs.npz",
-        node_type=cat("node_type", np.int16, (0,)),
-        node_token=cat("node_token", np.int32, (0,)),
-        node_ptr=ptr(n_nodes),
-        edge_index=cat("edge_index", np.int32, (2, 0)),
-        edge_type=cat("edge_type", np.int8, (0,)),
-        edge_ptr=ptr(n_edges),
-        y=np.asarray([r["label"] for r in rows], dtype=np.int8),
-    )
-    write_jsonl(split_dir / "records.jsonl", rows, sanitize=False)
+    def write_tokens() -> None:
+        _savez(
+            split_dir / "tokens.npz",
+            input_ids=cat("input_ids", np.int32, (0,)),
+            offsets=cat("offsets", np.int32, (0, 2)),
+            ptr=ptr("n_tokens"),
+        )
+
+    def write_graphs() -> None:
+        _savez(
+            split_dir / "graphs.npz",
+            node_type=cat("node_type", np.int16, (0,)),
+            node_token=cat("node_token", np.int32, (0,)),
+            node_ptr=ptr("n_nodes"),
+            edge_index=cat("edge_index", np.int32, (2, 0)),
+            edge_type=cat("edge_type", np.int8, (0,)),
+            edge_ptr=ptr("n_edges"),
+            y=np.asarray([r["label"] for r in rows], dtype=np.int8),
+        )
+
+    def write_records() -> None:
+        write_jsonl(split_dir / "records.jsonl", rows, sanitize=False)
+
+    return [write_tokens, write_graphs, write_records]
 
 
 def _take(parts: dict[str, list[np.ndarray]], chunk: ChunkResult, fmask: np.ndarray) -> None:
-    """Append the arrays of the functions selected by ``fmask`` (vectorised over the chunk)."""
+    """Append the arrays of the functions selected by ``fmask``: views of each run of
+    consecutive selected functions (chunks are mostly one split with few duplicates, so a
+    handful of slices instead of masks over every token, node and edge)."""
     if fmask.all():
         for key in _ARRAY_KEYS:
             parts[key].append(getattr(chunk, key))
         return
-    tmask = np.repeat(fmask, chunk.n_tokens)
-    nmask = np.repeat(fmask, chunk.n_nodes)
-    emask = np.repeat(fmask, chunk.n_edges)
-    parts["input_ids"].append(chunk.input_ids[tmask])
-    parts["offsets"].append(chunk.offsets[tmask])
-    parts["n_tokens"].append(chunk.n_tokens[fmask])
-    parts["node_type"].append(chunk.node_type[nmask])
-    parts["node_token"].append(chunk.node_token[nmask])
-    parts["n_nodes"].append(chunk.n_nodes[fmask])
-    parts["edge_index"].append(chunk.edge_index[:, emask])
-    parts["edge_type"].append(chunk.edge_type[emask])
-    parts["n_edges"].append(chunk.n_edges[fmask])
+    chosen = np.flatnonzero(fmask)
+    breaks = np.flatnonzero(np.diff(chosen) != 1)
+    firsts = chosen[np.concatenate([[0], breaks + 1])].tolist()
+    ends = (chosen[np.concatenate([breaks, [len(chosen) - 1]])] + 1).tolist()
+    t_ptr, n_ptr, e_ptr = (
+        np.concatenate([[0], np.cumsum(c)]).tolist()
+        for c in (chunk.n_tokens, chunk.n_nodes, chunk.n_edges)
+    )
+    for a, b in zip(firsts, ends, strict=True):
+        t0, t1, n0, n1, e0, e1 = t_ptr[a], t_ptr[b], n_ptr[a], n_ptr[b], e_ptr[a], e_ptr[b]
+        parts["input_ids"].append(chunk.input_ids[t0:t1])
+        parts["offsets"].append(chunk.offsets[t0:t1])
+        parts["n_tokens"].append(chunk.n_tokens[a:b])
+        parts["node_type"].append(chunk.node_type[n0:n1])
+        parts["node_token"].append(chunk.node_token[n0:n1])
+        parts["n_nodes"].append(chunk.n_nodes[a:b])
+        parts["edge_index"].append(chunk.edge_index[:, e0:e1])
+        parts["edge_type"].append(chunk.edge_type[e0:e1])
+        parts["n_edges"].append(chunk.n_edges[a:b])
 
 
 def _row(record: FunctionRecord, split: str, chunk: ChunkResult, j: int) -> dict[str, Any]:
@@ -623,23 +934,41 @@ class Processed:
     workers: int
 
 
+def processing_order(
+    splits: dict[str, list[FunctionRecord]], cfg: PreprocessConfig
+) -> tuple[list[tuple[str, FunctionRecord]], list[tuple[str, str | None]], int]:
+    """(split, record) pairs in processing order (train, valid, test), their (function,
+    language hint) items, and the workers worth starting for them (no more than chunks)."""
+    ordered = [(s, r) for s in SPLITS for r in splits[s]]
+    items = [(r.func, r.meta.get("language")) for _, r in ordered]
+    workers = cfg.workers or os.cpu_count() or 1
+    workers = max(1, min(workers, (len(items) + cfg.chunk_size - 1) // cfg.chunk_size))
+    return ordered, items, workers
+
+
 def process_stage(
     splits: dict[str, list[FunctionRecord]],
     tok_dir: Path,
     cfg: PreprocessConfig,
     show_progress: bool,
+    pool: LocalPool | None = None,
 ) -> Processed:
-    """Parse, graph, encode and trim every assigned function, in parallel, in split order."""
+    """Parse, graph, encode and trim every assigned function, in parallel (a local process pool
+    or Dask, ``cfg.executor``), in split order. ``pool``: a :class:`LocalPool` over these
+    functions started earlier (it has been building their graphs meanwhile)."""
     from tqdm.auto import tqdm
 
-    ordered = [(s, r) for s in SPLITS for r in splits[s]]
-    items = [(r.func, r.meta.get("language")) for _, r in ordered]
-    workers = cfg.workers or os.cpu_count() or 1
-    workers = max(1, min(workers, (len(items) + cfg.chunk_size - 1) // cfg.chunk_size))
+    ordered, items, workers = processing_order(splits, cfg)
     with tqdm(
         total=len(items), desc="preprocess", unit="fn", disable=not show_progress, file=sys.stderr
     ) as bar:
-        chunks = process_functions(items, tok_dir, cfg, workers, bar.update)
+        if pool is not None:
+            chunks = pool.results(tok_dir, bar.update)
+        elif cfg.executor == "dask":
+            cfg_json = cfg.model_dump_json()
+            chunks, workers = _dask_map(items, tok_dir, cfg, cfg_json, workers, bar.update, "all")
+        else:
+            chunks = process_functions(items, tok_dir, cfg, workers, bar.update)
     return Processed(ordered, chunks, workers)
 
 
@@ -676,8 +1005,15 @@ def write_stage(
             _take(split_parts[split], chunk, fmask)
             for j in np.nonzero(fmask)[0]:
                 split_rows[split].append(_row(members[j][1], split, chunk, int(j)))
-    for split in SPLITS:
-        _write_split(out_dir, split, split_rows[split], split_parts[split])
+    # threads: numpy's copies, file writes and fsync release the GIL while JSON encoding runs
+    with ThreadPoolExecutor(3) as threads:
+        writers = [
+            threads.submit(write)
+            for split in SPLITS
+            for write in _split_writers(out_dir, split, split_rows[split], split_parts[split])
+        ]
+        for writer in writers:
+            writer.result()
     write_jsonl(out_dir / "rejects.jsonl", (r.to_dict() for r in rejects))
     write_jsonl(out_dir / "duplicates.jsonl", dedup.removed)
     atomic_write_json(out_dir / "leakage_report.json", dedup.report)
@@ -824,23 +1160,29 @@ def preprocess(
     timings["split_s"], t0 = time.perf_counter() - t0, time.perf_counter()
     _require_records(split_result.splits, sum(inputs.read_per_file.values()), rejects, out_dir)
 
-    tok_dir = out_dir / "tokenizer"
-    tokenizer_info = tokenizer_stage(split_result.splits["train"], cfg, data_cfg.seed, tok_dir)
-    timings["tokenizer_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+    with ExitStack() as stack:
+        _, items, workers = processing_order(split_result.splits, cfg)
+        pool = None
+        if cfg.executor == "local" and workers > 1:  # its workers parse while the BPE trains
+            pool = stack.enter_context(LocalPool(items, cfg, workers))
+        tok_dir = out_dir / "tokenizer"
+        tokenizer_info = tokenizer_stage(split_result.splits["train"], cfg, data_cfg.seed, tok_dir)
+        timings["tokenizer_s"], t0 = time.perf_counter() - t0, time.perf_counter()
 
-    processed = process_stage(split_result.splits, tok_dir, cfg, show_progress)
-    timings["parse_encode_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+        processed = process_stage(split_result.splits, tok_dir, cfg, show_progress, pool)
+        # parsing overlaps the tokenizer's training: this is the time after it
+        timings["parse_encode_s"], t0 = time.perf_counter() - t0, time.perf_counter()
 
-    dedup = dedup_stage(split_result.splits, processed, data_cfg.dedup)
-    timings["dedup_s"], t0 = time.perf_counter() - t0, time.perf_counter()
+        dedup = dedup_stage(split_result.splits, processed, data_cfg.dedup)
+        timings["dedup_s"], t0 = time.perf_counter() - t0, time.perf_counter()
 
-    split_rows = write_stage(out_dir, processed, dedup, rejects)
-    timings["write_s"] = time.perf_counter() - t0
+        split_rows = write_stage(out_dir, processed, dedup, rejects)
+        timings["write_s"] = time.perf_counter() - t0
 
-    return metadata_stage(
-        out_dir, data_cfg, cfg, inputs, split_result, rejects, dedup, split_rows,
-        tokenizer_info, processed.workers, timings, started,
-    )  # fmt: skip
+        return metadata_stage(
+            out_dir, data_cfg, cfg, inputs, split_result, rejects, dedup, split_rows,
+            tokenizer_info, processed.workers, timings, started,
+        )  # fmt: skip
 
 
 _ARRAY_KEYS = (

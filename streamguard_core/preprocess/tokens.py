@@ -100,12 +100,36 @@ _CATEGORY = {
     for token in tokens
 }
 _WEIGHT = {cat: w for table in (RISKY_WORDS, RISKY_SYMBOLS) for cat, (w, _) in table.items()}
-# Two simple regexes are ~4x faster than one alternation with a group per category.
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """One regex alternation over ``words`` as a prefix trie (``mem(?:cpy|move|set)``): the
+    regex engine tries each shared prefix once instead of every word at every position."""
+    trie: dict[str, Any] = {}
+    for word in words:
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        branches = [re.escape(ch) + build(node[ch]) for ch in sorted(node) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return build(trie)
+
+
+_RISKY_WORD_LIST = [w for _, ws in RISKY_WORDS.values() for w in ws]
+# Two simple regexes are ~4x faster than one alternation with a group per category. Every word
+# is \w characters only, so a match is a whole identifier equal to a risky word; the lookahead
+# on the first letters lets the engine skip other positions quickly (~2x faster again).
 _WORD_RE = re.compile(
-    r"\b("
-    + "|".join(sorted((w for _, ws in RISKY_WORDS.values() for w in ws), key=len, reverse=True))
-    + r")\b"
-)
+    "(?=[" + re.escape("".join(sorted({w[0] for w in _RISKY_WORD_LIST}))) + "])"
+    + r"\b(" + _trie_pattern(_RISKY_WORD_LIST) + r")\b"
+)  # fmt: skip
 _SYMBOL_RE = re.compile(r"\[|\+\+|--|\+=|-=")
 
 
@@ -271,13 +295,19 @@ PREFILTER_CHARS_PER_TOKEN = 8
 
 
 def prefilter_spans(
-    func: str, budget: int, mode: str = "vulnerability_aware", head: int = 32, window: int = 24
+    func: str,
+    budget: int,
+    mode: str = "vulnerability_aware",
+    head: int = 32,
+    window: int = 24,
+    hits: list[tuple[int, str]] | None = None,
 ) -> list[tuple[int, int]] | None:
     """Line-aligned ``[start, end)`` character spans worth encoding, or None for the whole text.
 
     The spans hold the head and windows around risky constructs (heavier categories first),
     about ``budget * PREFILTER_CHARS_PER_TOKEN`` characters in all; :func:`select_tokens` then
-    picks the exact tokens from their encoding.
+    picks the exact tokens from their encoding. ``hits``: :func:`risky_hits` of ``func`` when
+    the caller has them.
     """
     limit = budget * PREFILTER_CHARS_PER_TOKEN
     if len(func) <= limit:
@@ -287,7 +317,9 @@ def prefilter_spans(
         wanted = [(0, limit)]
     else:
         wanted = [(0, head * per_token)]
-        hits = sorted(risky_hits(func), key=lambda h: (-_WEIGHT[h[1]], h[0]))
+        hits = sorted(
+            risky_hits(func) if hits is None else hits, key=lambda h: (-_WEIGHT[h[1]], h[0])
+        )
         half = window * per_token
         total = head * per_token
         for pos, _ in hits:
@@ -316,6 +348,7 @@ def select_tokens(
     mode: str = "vulnerability_aware",
     head: int = 32,
     window: int = 24,
+    hits: list[tuple[int, str]] | None = None,
 ) -> Trim:
     """Choose at most ``budget`` tokens of a function.
 
@@ -327,25 +360,29 @@ def select_tokens(
         func: the function text the offsets refer to.
         starts: start character offset of every token, ascending.
         budget: tokens allowed (sequence length minus the special tokens).
+        hits: :func:`risky_hits` of ``func`` when the caller has them.
     """
     n = len(starts)
     if n <= budget:
         return Trim(n, np.arange(n), {})
     if mode == "head":
         return Trim(n, np.arange(budget), {})
-    hits = risky_hits(func)
+    if hits is None:
+        hits = risky_hits(func)
     counts: dict[str, int] = {}
     for _, cat in hits:
         counts[cat] = counts.get(cat, 0) + 1
     mask = np.zeros(n, dtype=bool)
     mask[: min(head, budget)] = True
     left = budget - int(mask.sum())
-    hit_tokens = np.searchsorted(starts, [pos for pos, _ in hits], side="right") - 1
-    order = sorted(range(len(hits)), key=lambda k: (-_WEIGHT[hits[k][1]], int(hit_tokens[k])))
+    hit_tokens: list[int] = (
+        np.searchsorted(starts, [pos for pos, _ in hits], side="right") - 1
+    ).tolist()
+    order = sorted(range(len(hits)), key=lambda k: (-_WEIGHT[hits[k][1]], hit_tokens[k]))
     for k in order:
         if left <= 0:
             break
-        t = int(hit_tokens[k])
+        t = hit_tokens[k]
         lo, hi = max(0, t - window), min(n, t + window + 1)
         if mask[lo:hi].all():
             continue

@@ -8,6 +8,11 @@ a collapse or an error into a status instead of an exception, and always leaves
 Run one job in this process (what the local backend's child process does)::
 
     python -m streamguard_core.training.job job.json [--device cuda:1]
+
+or one of ``train.nproc_per_node`` data-parallel workers (what ``run_job`` starts for it)::
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 \\
+        -m streamguard_core.training.job job.json --device cpu
 """
 
 from __future__ import annotations
@@ -15,18 +20,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamguard_core.config import TrainJobSpec, load_yaml
 from streamguard_core.io import atomic_write_json
 from streamguard_core.training.paths import RunPaths
+
+if TYPE_CHECKING:
+    from streamguard_core.training.distributed import DistContext
 
 log = logging.getLogger("streamguard.job")
 
@@ -51,6 +60,7 @@ class RunStatus(BaseModel):
     cost: dict[str, Any] | None = Field(None, description="SageMaker cost (None locally).")
     job_name: str | None = Field(None, description="SageMaker training job name.")
     secondary_status: list[str] | None = Field(None, description="SageMaker transitions.")
+    world_size: int = Field(1, ge=1, description="DDP processes that trained the run.")
 
     def write(self, run_dir: str | Path | None = None) -> Path:
         """Write ``run_status.json`` atomically (into ``run_dir``, default ``self.run_dir``)."""
@@ -83,10 +93,72 @@ def run_job(
     up where it stopped). Collapse and errors do not raise: they are the returned status, with
     the reason, so one bad seed never stops the others.
 
+    A GNN or transformer with ``train.nproc_per_node > 1`` is handed to torchrun
+    (:func:`streamguard_core.training.distributed.launch`) unless this process is one of its
+    workers already; then it joins the group and only rank 0 writes ``run_status.json`` (the
+    other ranks return theirs unwritten). The baseline and fusion kinds train in one process
+    whatever ``nproc_per_node`` says (under torchrun, rank 0 trains and the others skip).
+
     Raises:
         TrainingInterrupted: ``should_stop`` answered True ('latest' is saved; no status is
             written, since the job is not over: a restart resumes it).
     """
+    from streamguard_core.config import NEURAL_KINDS
+    from streamguard_core.training import distributed
+
+    paths = RunPaths(spec.run_dir)
+    neural = spec.model.kind in NEURAL_KINDS
+    worker = distributed.worker_env()
+    nproc = spec.train.nproc_per_node
+    if not neural and (nproc > 1 or worker is not None):
+        log.warning(
+            "%s: nproc_per_node %d ignored: the %s kind trains in one process",
+            spec.name,
+            max(nproc, worker.world_size if worker else 1),
+            spec.model.kind,
+        )
+        if worker is not None and worker.rank > 0:
+            return RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
+                             status="completed", backend=backend, device="cpu",
+                             run_dir=str(paths.root))  # fmt: skip
+        worker = None
+    if worker is None and neural and nproc > 1:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.status.unlink(missing_ok=True)
+        try:
+            return distributed.launch(spec, device, on_epoch_end, should_stop, backend)
+        except (ValueError, OSError) as exc:  # e.g. fewer GPUs than processes: the job fails
+            failed = RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
+                               status="failed", error=str(exc), backend=backend, device=device,
+                               run_dir=str(paths.root))  # fmt: skip
+            failed.write()
+            return failed
+    if worker is None:
+        return _run_here(spec, device, on_epoch_end, should_stop, backend, None)
+    try:
+        ctx = distributed.init_worker(worker, device)
+    except ValueError as exc:  # e.g. more processes than GPUs
+        failed = RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
+                           status="failed", error=str(exc), backend=backend, device=device,
+                           run_dir=str(paths.root), world_size=worker.world_size)  # fmt: skip
+        if worker.rank == 0:
+            failed.write()
+        return failed
+    try:
+        return _run_here(spec, str(ctx.device), on_epoch_end, should_stop, backend, ctx)
+    finally:
+        distributed.close_worker()
+
+
+def _run_here(
+    spec: TrainJobSpec,
+    device: str | None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    should_stop: Callable[[], bool] | None,
+    backend: str,
+    dist: DistContext | None,
+) -> RunStatus:
+    """:func:`run_job` in this process (one rank of a group when ``dist`` is given)."""
     from streamguard_core.config import NEURAL_KINDS
     from streamguard_core.models.adapters import resolve_device
     from streamguard_core.training.checkpoint import is_valid_checkpoint
@@ -94,30 +166,38 @@ def run_job(
     from streamguard_core.training.loop import TrainingInterrupted
     from streamguard_core.training.run import train_job
 
+    main = dist is None or dist.is_main
     paths = RunPaths(spec.run_dir)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.status.unlink(missing_ok=True)  # a stale status must not outlive a rerun
+    if main:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        paths.status.unlink(missing_ok=True)  # a stale status must not outlive a rerun
     t0 = time.perf_counter()
     neural = spec.model.kind in NEURAL_KINDS
     resumed = neural and is_valid_checkpoint(paths.latest)
+    if dist is not None:  # every rank must take rank 0's view of the run directory
+        resumed = dist.broadcast(resumed)
     status = RunStatus(
         model=spec.name, kind=spec.model.kind, seed=spec.seed, status="completed",
         backend=backend, device=str(resolve_device(device)) if neural else "cpu",
         run_dir=str(paths.root), resumed=resumed,
+        world_size=dist.world_size if dist is not None else 1,
     )  # fmt: skip
     try:
         train_job(spec, resume_run=resumed, device=device, on_epoch_end=on_epoch_end,
-                  should_stop=should_stop)  # fmt: skip
+                  should_stop=should_stop, dist=dist)  # fmt: skip
     except CollapseError as exc:
         status.status, status.error = "collapsed", f"{exc.event.reason}: {exc.event.detail}"
-        log.error("%s seed %d collapsed: %s", spec.name, spec.seed, status.error)
+        if main:
+            log.error("%s seed %d collapsed: %s", spec.name, spec.seed, status.error)
     except TrainingInterrupted:
         raise
     except Exception as exc:  # a failed seed is reported, never allowed to stop the others
-        log.error("%s seed %d failed:\n%s", spec.name, spec.seed, traceback.format_exc())
+        rank = f" (rank {dist.rank})" if dist is not None else ""
+        log.error("%s seed %d failed%s:\n%s", spec.name, spec.seed, rank, traceback.format_exc())
         status.status, status.error = "failed", f"{type(exc).__name__}: {exc}"
     status.wall_s = round(time.perf_counter() - t0, 2)
-    status.write()
+    if main:
+        status.write()
     return status
 
 
@@ -131,8 +211,15 @@ def load_spec(path: str | Path) -> TrainJobSpec:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m streamguard_core.training.job SPEC``: exit 0 completed, 3 collapsed, 1 failed."""
+    """``python -m streamguard_core.training.job SPEC``: exit 0 completed, 3 collapsed, 1 failed.
+
+    Under torchrun (a DDP worker) the exit status is 0 for completed and collapsed alike, 1
+    for failed and 143 when stopped: a non-zero exit makes torchrun stop the other ranks, which
+    must not happen while rank 0 still writes; ``run_status.json`` tells the outcome.
+    """
     from streamguard_core.training.collapse import COLLAPSE_EXIT_CODE
+    from streamguard_core.training.distributed import WorkerStop, worker_env
+    from streamguard_core.training.loop import TrainingInterrupted
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,9 +227,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="a TrainJobSpec as JSON or YAML")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: best)")
     args = parser.parse_args(argv)
-    status = run_job(load_spec(args.spec), device=args.device)
-    print(status.model_dump_json())
-    return {"completed": 0, "collapsed": COLLAPSE_EXIT_CODE}.get(status.status, 1)
+    spec = load_spec(args.spec)
+    worker = worker_env()
+    if worker is None:
+        status = run_job(spec, device=args.device)
+        print(status.model_dump_json())
+        return {"completed": 0, "collapsed": COLLAPSE_EXIT_CODE}.get(status.status, 1)
+    stop = WorkerStop(spec.run_dir)
+    stop.install()
+    try:
+        status = run_job(spec, device=args.device, should_stop=stop)
+    except TrainingInterrupted as exc:
+        log.warning("rank %d: %s", worker.rank, exc)
+        return 128 + int(signal.SIGTERM)
+    if worker.rank == 0:
+        print(status.model_dump_json())
+    return 1 if status.status == "failed" else 0
 
 
 if __name__ == "__main__":

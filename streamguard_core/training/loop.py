@@ -13,6 +13,11 @@ container entrypoint. What a run writes (see :class:`RunPaths`)::
     <run_dir>/metrics.json             validation and test metrics of the best model
     <run_dir>/predictions.jsonl        per-function probabilities on test (else valid)
     <run_dir>/collapse_report.json     only when the run collapsed (exit code 3)
+
+With a :class:`~streamguard_core.training.distributed.DistContext` (``setup(..., dist=...)``)
+the same loop runs as one rank of a DDP group: each rank trains on its shard of every global
+batch, and rank 0 alone evaluates and writes (see that module for what keeps N processes equal
+to one).
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from streamguard_core.config import TrainConfig
@@ -50,6 +57,9 @@ from streamguard_core.training.checkpoint import (
 from streamguard_core.training.collapse import CollapseDetector, CollapseError
 from streamguard_core.training.lr_finder import DEFAULT_LR
 from streamguard_core.training.paths import RunPaths
+
+if TYPE_CHECKING:
+    from streamguard_core.training.distributed import DistContext
 
 
 class TrainingInterrupted(RuntimeError):
@@ -200,6 +210,15 @@ class TrainState:
     # a True answer saves 'latest' and raises TrainingInterrupted (SIGTERM on a spot instance)
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    # data-parallel runs: this rank's group, and the model inside DDP (what fit trains through;
+    # ``model`` stays the bare module, so checkpoints and evaluation never see the wrapper)
+    dist: DistContext | None = None
+    ddp_model: DistributedDataParallel | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """True in a one-process run and on rank 0 of a DDP group (the rank that writes)."""
+        return self.dist is None or self.dist.is_main
 
 
 def amp_settings(mode: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -223,6 +242,7 @@ def setup(
     lr_source: str = "config",
     train_subset: np.ndarray | None = None,
     shuffle_subset: bool = False,
+    dist: DistContext | None = None,
 ) -> TrainState:
     """Model on its device, optimizer, warmup+linear-decay schedule, AMP scaler, data.
 
@@ -230,12 +250,16 @@ def setup(
     that order every epoch: preflight's smoke test passes over 32 examples again and again
     (``shuffle_subset``: shuffled every epoch instead, as a fold job trains on its K-1 folds).
     None: the whole split, shuffled every epoch.
+
+    ``dist``: this process is one rank of a DDP group; the model is wrapped (on
+    ``dist.device``, whatever ``device`` says) and ranks above 0 reseed torch for their own
+    dropout stream.
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     from streamguard_core.models.adapters import resolve_device
 
-    dev = resolve_device(device)
+    dev = dist.device if dist is not None else resolve_device(device)
     paths = RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
     train = Batches(ProcessedSplit(data_dir, "train"), kind, pad_id, subset=train_subset,
@@ -268,21 +292,29 @@ def setup(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     amp_dtype, use_scaler = amp_settings(cfg.mixed_precision, dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=use_scaler)
+    ddp_model = None
+    if dist is not None:
+        from streamguard_core.training.distributed import rank_seed
+
+        ddp_model = dist.wrap(model)
+        if dist.rank > 0:
+            torch.manual_seed(rank_seed(cfg.seed, dist.rank))
     return TrainState(
         kind=kind, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         amp_dtype=amp_dtype, device=dev, cfg=cfg, train=train, valid=valid, paths=paths,
         loss_weights=class_weights(train.labels, cfg.class_weight_multiplier).to(dev),
-        lr=lr, lr_source=lr_source,
+        lr=lr, lr_source=lr_source, dist=dist, ddp_model=ddp_model,
     )  # fmt: skip
 
 
-def _checkpoint_state(s: TrainState) -> dict[str, Any]:
+def _checkpoint_state(s: TrainState, rng_ranks: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {
         "model": s.model.state_dict(),
         "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(),
         "scaler": s.scaler.state_dict(),
         "rng": rng_state(),
+        "rng_ranks": rng_ranks,  # DDP: every rank's RNG (its dropout stream), in rank order
         "position": {"epoch": s.epoch, "next_batch": s.next_batch, "global_step": s.global_step},
         "best": {"f1": s.best_f1, "epoch": s.best_epoch, "threshold": s.best_threshold,
                  "epochs_without_gain": s.epochs_without_gain, "score": s.best_score,
@@ -295,17 +327,26 @@ def _checkpoint_state(s: TrainState) -> dict[str, Any]:
 
 
 def save_latest(s: TrainState, directory: Path | None = None) -> None:
-    """Write the resume point (atomically)."""
-    save_checkpoint(
-        directory or s.paths.latest,
-        _checkpoint_state(s),
-        {
-            "epoch": s.epoch,
-            "next_batch": s.next_batch,
-            "global_step": s.global_step,
-            "kind": s.kind,
-        },
-    )
+    """Write the resume point (atomically).
+
+    DDP: every rank calls it (their RNG states are gathered), rank 0 writes, and no rank
+    returns before the checkpoint is complete.
+    """
+    rng_ranks = s.dist.gather(rng_state()) if s.dist is not None else None
+    if s.is_main:
+        save_checkpoint(
+            directory or s.paths.latest,
+            _checkpoint_state(s, rng_ranks),
+            {
+                "epoch": s.epoch,
+                "next_batch": s.next_batch,
+                "global_step": s.global_step,
+                "kind": s.kind,
+                "world_size": s.dist.world_size if s.dist is not None else 1,
+            },
+        )
+    if s.dist is not None:
+        s.dist.barrier()
 
 
 def resume(s: TrainState) -> bool:
@@ -317,7 +358,7 @@ def resume(s: TrainState) -> bool:
     s.optimizer.load_state_dict(ck["optimizer"])
     s.scheduler.load_state_dict(ck["scheduler"])
     s.scaler.load_state_dict(ck["scaler"])
-    set_rng_state(ck["rng"])
+    _restore_rng(s, ck)
     pos, best = ck["position"], ck["best"]
     s.epoch, s.next_batch, s.global_step = pos["epoch"], pos["next_batch"], pos["global_step"]
     s.best_f1, s.best_epoch, s.best_threshold = best["f1"], best["epoch"], best["threshold"]
@@ -329,6 +370,37 @@ def resume(s: TrainState) -> bool:
     s.epoch_losses = list(ck["epoch_losses"])
     log.info("resumed from %s at epoch %d batch %d", s.paths.latest, s.epoch, s.next_batch)
     return True
+
+
+def _restore_rng(s: TrainState, ck: dict[str, Any]) -> None:
+    """This rank's saved RNG state; when the number of processes changed since the checkpoint,
+    rank 0 takes the saved main state and the others a fresh stream of their own (only dropout
+    draws from it, so the run goes on correctly, not bit for bit)."""
+    ranks = ck.get("rng_ranks")
+    world, rank = (s.dist.world_size, s.dist.rank) if s.dist is not None else (1, 0)
+    if ranks is not None and len(ranks) == world:
+        set_rng_state(ranks[rank])
+        return
+    set_rng_state(ck["rng"] if ranks is None else ranks[0])
+    if rank > 0:
+        from streamguard_core.training.distributed import rank_seed
+
+        torch.manual_seed(rank_seed(s.cfg.seed, rank) + s.global_step)
+
+
+def _shard(s: TrainState, idx: np.ndarray) -> tuple[np.ndarray, float]:
+    """(this rank's examples of the global batch ``idx``, what its loss sum is multiplied by).
+
+    One process: the batch and 1/len (the mean). DDP: the rank's shard and world/len, so that
+    DDP's average over the ranks is the mean over the whole global batch; a rank with no
+    example of its own runs a stand-in weighted 0.
+    """
+    if s.dist is None:
+        return idx, 1.0 / len(idx)
+    from streamguard_core.training.distributed import shard_batch
+
+    local, stand_in = shard_batch(idx, s.dist.rank, s.dist.world_size)
+    return local, 0.0 if stand_in else s.dist.world_size / len(idx)
 
 
 def fit(s: TrainState) -> dict[str, Any]:
@@ -343,10 +415,15 @@ def fit(s: TrainState) -> dict[str, Any]:
     above one that does not). Collapse is judged at the F1-tuned threshold whatever the
     objective: accuracy's best cut for a weak but ranking model can be "always safe".
 
+    DDP (``s.dist``): the ranks train their shards of each global batch through ``s.ddp_model``;
+    each step's loss and stop request are all-reduced, rank 0 scores valid and broadcasts the
+    probabilities, so every rank makes the same decisions; only rank 0 writes.
+
     Returns:
         ``{"best_f1", "best_epoch", "epochs_run", "best_score", "selection_metric"}``.
     """
-    cfg, model = s.cfg, s.model
+    cfg, model, dist = s.cfg, s.model, s.dist
+    net = s.ddp_model if s.ddp_model is not None else model  # what the training steps run
     model.train()
     n = len(s.train)
     n_batches = batches_per_epoch(n, cfg)
@@ -360,23 +437,36 @@ def fit(s: TrainState) -> dict[str, Any]:
             range(s.next_batch, n_batches),
             desc=f"{s.kind} epoch {s.epoch}",
             unit="batch",
-            disable=None,  # shown on a terminal, silent in logs and tests
+            disable=None if s.is_main else True,  # on a terminal only, rank 0 only
             file=sys.stderr,
         )
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            batch = s.train.make(idx, s.device)
-            with torch.autocast(s.device.type, dtype=s.amp_dtype, enabled=s.amp_dtype is not None):
-                logits = forward_logits(s.kind, model, batch)
-            per_example = torch.nn.functional.cross_entropy(
-                logits.float(), batch["labels"], weight=s.loss_weights, reduction="none"
-            )
-            if cfg.use_weights:
-                per_example = per_example * batch["weights"]
-            loss = per_example.mean() / cfg.accumulation_steps
-            s.scaler.scale(loss).backward()
-            losses.append(float(loss.detach()) * cfg.accumulation_steps)
-            if (b + 1) % cfg.accumulation_steps and b + 1 < n_batches:
+            ends_step = not ((b + 1) % cfg.accumulation_steps and b + 1 < n_batches)
+            local, scale = _shard(s, idx)
+            batch = s.train.make(local, s.device)
+            # DDP all-reduces gradients on the backward of a step's last batch only
+            ddp = s.ddp_model
+            sync = ddp.no_sync() if ddp is not None and not ends_step else nullcontext()
+            with sync:
+                with torch.autocast(s.device.type, dtype=s.amp_dtype,
+                                    enabled=s.amp_dtype is not None):  # fmt: skip
+                    logits = forward_logits(s.kind, net, batch)
+                per_example = torch.nn.functional.cross_entropy(
+                    logits.float(), batch["labels"], weight=s.loss_weights, reduction="none"
+                )
+                if cfg.use_weights:
+                    per_example = per_example * batch["weights"]
+                if dist is None:  # the mean, as always (bit for bit as before)
+                    loss = per_example.mean() / cfg.accumulation_steps
+                else:
+                    loss = per_example.sum() * scale / cfg.accumulation_steps
+                s.scaler.scale(loss).backward()
+            batch_loss = float(loss.detach()) * cfg.accumulation_steps
+            if dist is not None and not ends_step:  # every rank logs the global batch's loss
+                batch_loss = dist.all_reduce_sum([batch_loss / dist.world_size])[0]
+            if not ends_step:
+                losses.append(batch_loss)
                 continue
             # AMP-safe clipping: unscale first, so the norm is of the true gradients
             s.scaler.unscale_(s.optimizer)
@@ -390,12 +480,18 @@ def fit(s: TrainState) -> dict[str, Any]:
             s.optimizer.zero_grad(set_to_none=True)
             s.global_step += 1
             s.next_batch = b + 1
+            stop = s.should_stop is not None and s.should_stop()
+            if dist is not None:  # one collective: the global loss, and any rank's stop request
+                total, stops = dist.all_reduce_sum([batch_loss / dist.world_size, float(stop)])
+                batch_loss, stop = total, stops > 0
+            losses.append(batch_loss)
+            # the same on every rank: the loss is all-reduced, the gradients too (so the norm)
             event = s.collapse.on_step(losses[-1], grad_norm, s.epoch, s.global_step)
             if event is not None:
                 raise CollapseError(event)
-            if s.should_stop is not None and s.should_stop():
-                save_latest(s)
+            if stop:
                 write_metadata(s)
+                save_latest(s)  # DDP: a barrier; no rank leaves before rank 0 has written
                 raise TrainingInterrupted(f"stop requested at step {s.global_step}; 'latest' saved")
             if s.global_step % cfg.checkpoint_every_steps == 0:
                 save_latest(s)
@@ -404,7 +500,10 @@ def fit(s: TrainState) -> dict[str, Any]:
                     s.global_step, losses[-1], grad_norm, s.scheduler.get_last_lr()[0],
                 )  # fmt: skip
         # ---- end of epoch: validate, keep the best, decide whether to go on
-        probs = predict(s.kind, model, s.valid, s.device, cfg.batch_size)
+        probs = predict(s.kind, model, s.valid, s.device, cfg.batch_size) if s.is_main else None
+        if dist is not None:  # the same numbers on every rank: the same decisions
+            probs = dist.broadcast(probs)
+        assert probs is not None
         choice = tune_threshold(
             s.valid.labels, probs, cfg.threshold_objective, cfg.target_precision
         )
@@ -424,8 +523,9 @@ def fit(s: TrainState) -> dict[str, Any]:
             "global_step": s.global_step,
         }
         s.history.append(row)
-        log.info("epoch %d %s", s.epoch, row)
-        if choice.note:
+        if s.is_main:
+            log.info("epoch %d %s", s.epoch, row)
+        if choice.note and s.is_main:
             log.warning("epoch %d threshold (%s): %s", s.epoch, choice.objective, choice.note)
         # judged at the F1-tuned threshold: a model whose scores are all alike predicts one
         # class at any cut, while an early, class-weighted model that already ranks well can sit
@@ -442,12 +542,13 @@ def fit(s: TrainState) -> dict[str, Any]:
             s.best_f1, s.best_epoch, s.best_threshold = metrics["f1"], s.epoch, threshold
             s.best_score, s.best_tuning = choice.score, asdict(choice)
             s.epochs_without_gain = 0
-            save_checkpoint(
-                s.paths.best,
-                {"model": model.state_dict()},
-                {"epoch": s.epoch, "valid_f1": metrics["f1"], "threshold": threshold,
-                 "threshold_objective": choice.objective, "selection_score": choice.score},
-            )  # fmt: skip
+            if s.is_main:
+                save_checkpoint(
+                    s.paths.best,
+                    {"model": model.state_dict()},
+                    {"epoch": s.epoch, "valid_f1": metrics["f1"], "threshold": threshold,
+                     "threshold_objective": choice.objective, "selection_score": choice.score},
+                )  # fmt: skip
         else:
             s.epochs_without_gain += 1
         s.epoch += 1
@@ -456,7 +557,7 @@ def fit(s: TrainState) -> dict[str, Any]:
         save_latest(s, s.paths.epoch(s.epoch - 1))
         save_latest(s)
         write_metadata(s)
-        if s.on_epoch_end is not None:
+        if s.on_epoch_end is not None and s.is_main:
             s.on_epoch_end(dict(row, epochs=cfg.epochs))
     return {
         "best_f1": s.best_f1,
@@ -468,7 +569,9 @@ def fit(s: TrainState) -> dict[str, Any]:
 
 
 def write_metadata(s: TrainState) -> None:
-    """training_metadata.json: curves, best epoch, LR and where it came from."""
+    """training_metadata.json: curves, best epoch, LR and where it came from (rank 0 only)."""
+    if not s.is_main:
+        return
     atomic_write_json(
         s.paths.metadata,
         {
@@ -489,6 +592,7 @@ def write_metadata(s: TrainState) -> None:
             "amp_dtype": str(s.amp_dtype) if s.amp_dtype else None,
             "parameters": sum(p.numel() for p in s.model.parameters()),
             "batch_size": s.cfg.batch_size,
+            "world_size": s.dist.world_size if s.dist is not None else 1,
             **s.notes,
         },
     )

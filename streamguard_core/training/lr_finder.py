@@ -4,7 +4,8 @@ The range test (:func:`lr_range_test`) raises the learning rate exponentially fr
 ``max_lr``, one training step per value, and records the loss. :func:`suggest_lr` picks the
 steepest descent of the smoothed loss curve, or falls back to :data:`DEFAULT_LR` with a reason
 when the curve cannot be trusted. :func:`find_lr` adds a cache keyed by the caller's
-configuration so a run (or its resume) never repeats the test.
+configuration so a run (or its resume) never repeats the test; concurrent runs needing the same
+key compute it once (a per-key lock file ``<key>.lock``: the second waits, then reads the cache).
 
 This module knows nothing about models. The caller's ``step_fn(lr)`` performs ONE training step
 at ``lr`` (set it on every optimizer param group, forward, backward, step) and returns the loss
@@ -21,6 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from streamguard_core.io import atomic_write_json, to_jsonable
+from streamguard_core.locks import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ DEFAULT_MAX_LR = 1.0
 DEFAULT_SMOOTH = 0.05
 
 LRSource = Literal["finder", "fallback", "cache"]
+
+LOCK_TIMEOUT_S = 3600.0
+"""The longest a run waits for another run's range test of the same key (then a LockTimeout)."""
 
 
 @dataclass
@@ -230,7 +236,9 @@ def find_lr(
     range test runs with ``range_kwargs`` (see :func:`lr_range_test`; invalid settings raise);
     any exception raised by ``step_fn`` gives a fallback naming its type and message. Finder
     results and curve-based fallbacks are cached atomically; exception fallbacks are not (the
-    error may be transient, e.g. out of memory), so the next run tries again.
+    error may be transient, e.g. out of memory), so the next run tries again. Concurrent calls
+    with one key and ``cache_dir`` (threads or processes) run the test once: the others wait on
+    ``cache_dir/<key>.lock`` (at most :data:`LOCK_TIMEOUT_S`), then read the cache.
 
     The caller owns the model and optimizer: snapshot them before and restore them after this
     call (the range test trains them at ever larger learning rates).
@@ -238,12 +246,42 @@ def find_lr(
     _check_kind(kind)
     key = cache_key(cache_key_parts)
     path = Path(cache_dir) / f"{key}.json" if cache_dir is not None else None
-    if path is not None and path.exists():
-        cached = _read_cache(path, kind)
+    cached = _cached(path, kind)
+    if cached is not None:
+        return cached
+    # one range test per key at a time: a concurrent run with the same key waits here and
+    # then reads what the first one wrote instead of repeating the test
+    with _key_lock(path, kind):
+        cached = _cached(path, kind)
         if cached is not None:
-            log.info("LR %.3g for %s from cache %s", cached.lr, kind, path)
             return cached
+        return _run_and_cache(kind, step_fn, path, key, cache_key_parts, range_kwargs)
 
+
+def _cached(path: Path | None, kind: str) -> LRFinderResult | None:
+    if path is None or not path.exists():
+        return None
+    cached = _read_cache(path, kind)
+    if cached is not None:
+        log.info("LR %.3g for %s from cache %s", cached.lr, kind, path)
+    return cached
+
+
+def _key_lock(path: Path | None, kind: str) -> AbstractContextManager[Any]:
+    if path is None:
+        return nullcontext()
+    what = f"LR range test for {kind} ({path.name})"
+    return file_lock(path.with_suffix(".lock"), timeout_s=LOCK_TIMEOUT_S, what=what)
+
+
+def _run_and_cache(
+    kind: str,
+    step_fn: Callable[[float], float],
+    path: Path | None,
+    key: str,
+    cache_key_parts: dict[str, Any],
+    range_kwargs: dict[str, Any],
+) -> LRFinderResult:
     def guarded_step(lr: float) -> float:
         try:
             return float(step_fn(lr))
@@ -266,7 +304,7 @@ def find_lr(
         max_lr=range_kwargs.get("max_lr", DEFAULT_MAX_LR),
         smooth=range_kwargs.get("smooth", DEFAULT_SMOOTH),
     )
-    if path is not None:
+    if path is not None:  # atomic (temp file + rename): a reader sees all of it or nothing
         atomic_write_json(
             path, {**result.to_dict(), "kind": kind, "key": key, "cache_key_parts": cache_key_parts}
         )

@@ -1,9 +1,56 @@
-"""Every file a training run writes, named in one place (no torch import: flows read these)."""
+"""Every file a training run writes, named in one place (no torch import: flows read these),
+and the guard that keeps directories built from config values inside their output root."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+# one folder name: starts with a letter or digit, then letters, digits, '.', '_', '-'
+SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class UnsafePathError(ValueError):
+    """A directory built from a config value would leave its output root."""
+
+
+def check_component(value: str, what: str) -> str:
+    """``value`` when it is one safe folder name (see :data:`SAFE_COMPONENT`), for messages
+    ``what`` names the setting.
+
+    Raises:
+        UnsafePathError: a separator, ``..``, an absolute path, an empty or over-long name.
+    """
+    if not isinstance(value, str) or not SAFE_COMPONENT.fullmatch(value) or ".." in value:
+        raise UnsafePathError(
+            f"{what} {value!r}: not a safe folder name (1-128 letters, digits, '.', '_' or "
+            "'-', starting with a letter or digit; no '/', no '..'), so it cannot leave the "
+            "output root"
+        )
+    return value
+
+
+def confined(root: str | Path, *parts: str) -> Path:
+    """``root/parts...``, checked to stay inside ``root``: every part a plain component, and
+    the result (symbolic links resolved) under ``root`` (itself resolved, so a root that is a
+    link is fine).
+
+    Raises:
+        UnsafePathError: a part is not a plain component, or a link under ``root`` points out.
+    """
+    base = Path(root)
+    for part in parts:
+        if not part or part in (".", "..") or Path(part).name != part or "\\" in part:
+            raise UnsafePathError(f"{part!r}: not a single folder name under {base}")
+    path = base.joinpath(*parts)
+    real_root, real = base.resolve(), path.resolve()
+    if not real.is_relative_to(real_root):
+        raise UnsafePathError(
+            f"{path}: resolves to {real}, outside the output root {real_root} (a symbolic "
+            "link under the root points out); refused"
+        )
+    return path
 
 
 @dataclass(frozen=True)

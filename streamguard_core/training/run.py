@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from streamguard_core.config import BaselineConfig, TrainConfig, TrainJobSpec
 from streamguard_core.io import atomic_write_json
 from streamguard_core.models.adapters import adapter_for, resolve_device
 from streamguard_core.preprocess.dataset import ProcessedDataset
+from streamguard_core.redact import RedactingFilter
 from streamguard_core.training.batch_size import auto_batch_size
 from streamguard_core.training.checkpoint import is_valid_checkpoint
 from streamguard_core.training.collapse import CollapseError, write_collapse_report
@@ -39,6 +40,9 @@ from streamguard_core.training.loop import (
     write_predictions,
 )
 from streamguard_core.training.paths import RunPaths
+
+if TYPE_CHECKING:
+    from streamguard_core.training.distributed import DistContext
 
 
 class RunExistsError(RuntimeError):
@@ -96,6 +100,7 @@ def _file_log(paths: RunPaths) -> tuple[logging.Logger, logging.Handler]:
     paths.root.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())  # training.log travels (S3, artifacts): no secrets
     logger = logging.getLogger("streamguard")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -112,8 +117,12 @@ def train_job(
     device: str | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    dist: DistContext | None = None,
 ) -> dict[str, Any]:
-    """Train ``spec`` (any kind) into ``spec.run_dir``; returns the metrics per split."""
+    """Train ``spec`` (any kind) into ``spec.run_dir``; returns the metrics per split.
+
+    ``dist``: this process is one rank of a data-parallel group (GNN and transformer only).
+    """
     spec = resolve_spec(spec)
     if spec.model.kind == "baseline":
         return train_baseline(spec)
@@ -121,7 +130,7 @@ def train_job(
         from streamguard_core.training.fusion import train_fusion
 
         return train_fusion(spec)
-    return train_neural(spec, resume_run, device, on_epoch_end, should_stop)
+    return train_neural(spec, resume_run, device, on_epoch_end, should_stop, dist)
 
 
 def train_baseline(spec: TrainJobSpec) -> dict[str, Any]:
@@ -193,12 +202,18 @@ def train_neural(
     device: str | None = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    dist: DistContext | None = None,
 ) -> dict[str, Any]:
     """Train a GNN or transformer job into ``spec.run_dir``; returns metrics per split.
 
     ``on_epoch_end`` receives each epoch's history row (progress reporting); ``should_stop`` is
     polled after every optimizer step and, when it answers True, the loop saves 'latest' and
     raises ``TrainingInterrupted`` (a later ``resume_run=True`` continues exactly).
+
+    With ``dist`` (one rank of a DDP group, see :mod:`~streamguard_core.training.distributed`)
+    every rank trains its shard of each batch; the LR finder and the automatic batch size run on
+    rank 0 and are broadcast; only rank 0 logs, evaluates and writes, and the other ranks return
+    ``{}`` once training is over.
 
     Raises:
         RunExistsError: ``run_dir`` holds a checkpoint and ``resume_run`` is False.
@@ -214,7 +229,8 @@ def train_neural(
             "--output-dir"
         )
     adapter = adapter_for(kind)
-    logger, handler = _file_log(paths)
+    main = dist is None or dist.is_main
+    logger, handler = _file_log(paths) if main else (None, None)
     try:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
@@ -222,30 +238,40 @@ def train_neural(
         model, pad_id = adapter.build(model_cfg, data_dir)
         batch_note = None
         if cfg.auto_batch_size:
-            cfg, batch_note = auto_batch_size(kind, model, model_cfg, cfg, data_dir, pad_id,
-                                              device)  # fmt: skip
+            if main:
+                cfg, batch_note = auto_batch_size(kind, model, model_cfg, cfg, data_dir, pad_id,
+                                                  device)  # fmt: skip
+            if dist is not None:
+                cfg, batch_note = dist.broadcast((cfg, batch_note))
         lr, lr_source, lr_report = cfg.lr, "config", None
         if lr is None and cfg.lr_finder:
-            found = run_lr_finder(kind, model, model_cfg, cfg, data_dir, pad_id, device)
-            lr, lr_source, lr_report = found.lr, found.source, found.to_dict()
+            if main:
+                found = run_lr_finder(kind, model, model_cfg, cfg, data_dir, pad_id, device)
+                lr, lr_source, lr_report = found.lr, found.source, found.to_dict()
+            if dist is not None:
+                lr, lr_source, lr_report = dist.broadcast((lr, lr_source, lr_report))
         elif lr is None:
             lr, lr_source = adapter.default_lr(model_cfg)
         kept, held_out = fold_indices(spec, data)
         state = setup(kind, model, data_dir, paths.root, cfg, device=device, pad_id=pad_id,
                       lr=lr, lr_source=lr_source, train_subset=None if held_out is None else kept,
-                      shuffle_subset=True)  # fmt: skip
+                      shuffle_subset=True, dist=dist)  # fmt: skip
         state.notes.update({"lr_finder": lr_report, "auto_batch_size": batch_note})
         state.on_epoch_end, state.should_stop = on_epoch_end, should_stop
         resumed = resume(state) if resume_run else False
-        _write_exp_config(paths, spec, resumed)
+        if main:
+            _write_exp_config(paths, spec, resumed)
         try:
             summary = fit(state)
         except CollapseError as exc:
-            write_collapse_report(
-                paths.collapse_report, exc.event,
-                {"kind": kind, "seed": cfg.seed, "history_tail": state.history[-3:]},
-            )  # fmt: skip
+            if main:
+                write_collapse_report(
+                    paths.collapse_report, exc.event,
+                    {"kind": kind, "seed": cfg.seed, "history_tail": state.history[-3:]},
+                )  # fmt: skip
             raise
+        if not main:
+            return {}
         results = evaluate_best(state, data_dir)
         if held_out is not None:
             held = Batches(data.split("train"), kind, pad_id, subset=held_out)
@@ -266,8 +292,9 @@ def train_neural(
         save_detector(spec, state.model, paths.model, card)
         return results
     finally:
-        logger.removeHandler(handler)
-        handler.close()
+        if logger is not None and handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def run_lr_finder(

@@ -32,7 +32,8 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """moto's S3 (and Cost Explorer) server on a free 127.0.0.1 port; yields its URL."""
+    """moto's S3 (Cost Explorer, CloudWatch Logs) server on a free 127.0.0.1 port; yields its
+    URL."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -46,7 +47,7 @@ def moto_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def emulator(moto_server: str, tmp_path_factory: pytest.TempPathFactory):
-    """The SageMaker emulator, its S3 on the moto server."""
+    """The SageMaker emulator, its S3 and CloudWatch Logs on the moto server."""
     from streamguard_core.aws.emulator import SageMakerEmulator
 
     with pytest.MonkeyPatch.context() as mp:
@@ -54,6 +55,7 @@ def emulator(moto_server: str, tmp_path_factory: pytest.TempPathFactory):
         emu = SageMakerEmulator(
             work_root=tmp_path_factory.mktemp("sagemaker"),
             s3_endpoint_url=moto_server,
+            logs_endpoint_url=moto_server,  # container output to CloudWatch, as SageMaker does
             sync_interval_s=0.1,
             poll_interval_s=0.02,
             stop_grace_s=60,
@@ -64,7 +66,7 @@ def emulator(moto_server: str, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def endpoints(monkeypatch: pytest.MonkeyPatch, moto_server: str) -> str:
-    """boto3 clients made in the test go to the moto server (S3, Cost Explorer)."""
+    """boto3 clients made in the test go to the moto server (S3, Cost Explorer, Logs)."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     return moto_server
 

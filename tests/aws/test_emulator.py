@@ -1,12 +1,16 @@
-"""Training jobs end to end through the SageMaker emulator and moto's S3 server (real HTTP).
+"""Training jobs end to end through the SageMaker emulator and moto's server (real HTTP): S3 for
+channels, checkpoints and models, CloudWatch Logs for the containers' output.
 
 Each job runs the real entrypoint as a subprocess: a tiny GNN (~2 s of training, ~8 s of
-imports on a slow machine). The uninterrupted and the interrupted job run side by side.
+imports on a slow machine). The uninterrupted and the interrupted job run side by side; the
+first is waited for with `streamguard aws logs --follow`, which prints its output as it comes.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +34,7 @@ from streamguard_core.aws.jobs import (
     stop_training_job,
     wait_for_job,
 )
+from streamguard_core.aws.logs import LogsError, print_job_logs
 from streamguard_core.aws.s3 import list_keys, parse_s3_uri
 from streamguard_core.models.registry import load_detector
 
@@ -91,6 +96,7 @@ def finished_jobs(emulator, moto_server, data_uri, tmp_path_factory):
     from _aws_testkit import client
 
     sm, s3 = client("sagemaker", emulator.url), client("s3", moto_server)
+    logs = client("logs", moto_server)
     straight = _spec("emu-straight", data_uri)
     interrupted = _spec(
         "emu-interrupted", data_uri, tags={TAG_INTERRUPTIONS: "1", TAG_INTERRUPT_AFTER: "2"}
@@ -98,12 +104,23 @@ def finished_jobs(emulator, moto_server, data_uri, tmp_path_factory):
     for spec in (straight, interrupted):
         create_training_job(sm, spec)
     out: dict[str, Any] = {}
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+
+    def sleep(seconds: float) -> None:
+        if time.monotonic() > deadline:
+            raise AssertionError(emulator.job_log("emu-straight")[-4000:])
+        time.sleep(seconds)
+
+    # `streamguard aws logs --follow`: prints from the first line on, returns once it has ended
+    followed = io.StringIO()
+    print_job_logs(sm, logs, "emu-straight", follow=True, poll_s=0.2, out=followed, sleep=sleep)
     for spec in (straight, interrupted):
         desc = _wait(emulator, sm, spec.job_name)
         dest = download_model(
             s3, desc["ModelArtifacts"]["S3ModelArtifacts"], tmp_path_factory.mktemp(spec.job_name)
         )
         out[spec.job_name] = {"spec": spec, "desc": desc, "dir": dest}
+    out["followed"] = followed.getvalue()
     return out
 
 
@@ -166,7 +183,34 @@ def test_an_interrupted_job_resumes_from_s3_and_matches(finished_jobs, clients, 
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
 
 
-def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri):
+def test_the_container_output_is_in_cloudwatch_where_sagemaker_puts_it(
+    finished_jobs, sagemaker_endpoints, emulator, capsys
+):
+    from streamguard_core.cli import main
+
+    # followed while it ran: the container's first line to its last, each once
+    followed = finished_jobs["followed"].splitlines()
+    attempt = emulator.jobs["emu-straight"].attempt_dirs[0]
+    assert f"training gnn seed 7 in {attempt / 'checkpoints' / 'run'}" in followed[0]
+    assert followed[-1].endswith(f"run completed: {attempt / 'model'}")
+    written = [line for line in emulator.job_log("emu-straight").splitlines()[1:] if line.strip()]
+    assert followed == written  # all of it, in order, each line once
+
+    # the interrupted job: one stream per attempt, printed in order under their names
+    assert main(["aws", "logs", "emu-interrupted"]) == 0
+    out = capsys.readouterr().out
+    streams = emulator.jobs["emu-interrupted"].log_streams
+    assert len(streams) == 2 and all(re.fullmatch(r"emu-interrupted/algo-1-\d+", s)
+                                     for s in streams)  # fmt: skip
+    first, second = out.split(f"==> {streams[1]} <==\n")
+    assert first.startswith(f"==> {streams[0]} <==\n")
+    assert "so the job restarts and resumes" in first and "resuming gnn seed 7" not in first
+    assert "resuming gnn seed 7 from" in second and "run completed" in second
+
+
+def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri, capsys):
+    from streamguard_core.cli import main
+
     sm, _ = clients
     spec = _spec(
         "emu-bad-hp", data_uri, {**spec_hyperparameters(tiny_gnn()), "learning_rate": "0.1"}
@@ -178,15 +222,24 @@ def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri):
     assert reason.startswith("AlgorithmError: ValueError: invalid hyperparameters")
     assert "learning_rate" in reason
     assert _statuses(info.value.description)[-1] == "Failed"
+    # its container's output says why, and `aws logs --follow` ends with the job's failure
+    assert main(["aws", "logs", spec.job_name, "--follow", "--poll-s", "0.05"]) == 1
+    out = capsys.readouterr()
+    assert "ValueError: invalid hyperparameters" in out.out
+    assert f"training job {spec.job_name}: Failed (Failed): AlgorithmError: " in out.err
 
 
-def test_a_missing_channel_fails_the_download(clients, emulator):
+def test_a_missing_channel_fails_the_download(clients, emulator, moto_server):
+    from _aws_testkit import client
+
     sm, _ = clients
     spec = _spec("emu-no-data", f"s3://{BUCKET}/nothing-here/")
     create_training_job(sm, spec)
     with pytest.raises(JobFailed, match="No S3 objects found under S3 URL"):
         _wait(emulator, sm, spec.job_name)
     assert emulator.jobs["emu-no-data"].exit_codes == []  # the container never started
+    with pytest.raises(LogsError, match="ended before its container printed anything"):
+        print_job_logs(sm, client("logs", moto_server), spec.job_name, out=io.StringIO())
 
 
 def test_stop_sends_sigterm_and_the_job_ends_stopped(clients, emulator, data_uri):

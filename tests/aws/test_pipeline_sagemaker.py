@@ -1,10 +1,12 @@
 """The SageMaker backend end to end, Prefect -> emulator + moto S3: the sagemaker-emulator preset
-drives the same jobs locally and on SageMaker; the bucket comes from the S3Bucket block;
+drives the same jobs locally and on SageMaker (through a spot interruption, as the README's
+rehearsal with --interruptions 1 does); the bucket comes from the S3Bucket block;
 train-production on SageMaker; budget guard, failure reason, stop and cancel."""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, client, tiny_gnn
 from prefect import flow
 
 from streamguard_core.aws.config import SageMakerConfig
+from streamguard_core.aws.emulator import TAG_INTERRUPTIONS
 from streamguard_core.config import PipelineConfig, TrainJobSpec, load_yaml
 from streamguard_core.training.job import RunStatus
 from tasks.sagemaker import JOBS_FILE, run_sagemaker_jobs, stop_jobs
@@ -85,6 +88,20 @@ def bucket_block(prefect_harness) -> str:
         BUCKET_BLOCK, overwrite=True
     )
     return BUCKET_BLOCK
+
+
+def _log_lines(run_dir: Path, pattern: str) -> list[str]:
+    """The messages of training.log that match ``pattern`` (timestamps dropped)."""
+    text = (run_dir / "training.log").read_text()
+    return [m.group(1) for m in re.finditer(r"^\S+ \S+ [A-Z]+ (" + pattern + r")$", text, re.M)]
+
+
+def _curves(run_dir: Path) -> dict:
+    """training_metadata.json less its timings."""
+    meta = json.loads((run_dir / "training_metadata.json").read_text())
+    meta.pop("fit_seconds", None)
+    meta["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in meta["history"]]
+    return meta
 
 
 def _spec_ran(run_dir: Path) -> dict:
@@ -160,9 +177,10 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     local_specs = config.plan.jobs(data, tmp_path / "local")
     local = [LocalBackend().run(spec) for spec in local_specs]
     sm_specs = config.plan.jobs(data, tmp_path / "sagemaker")
-    on_sagemaker = sagemaker_jobs_flow(
-        str(data), sm_specs, str(tmp_path / "sagemaker"), config.sagemaker
-    )
+    # every job loses its spot instance once, after its first synced checkpoint (what
+    # `python -m streamguard_core.aws.emulator --interruptions 1` does to every job)
+    spot = config.sagemaker.model_copy(update={"tags": {TAG_INTERRUPTIONS: "1"}})
+    on_sagemaker = sagemaker_jobs_flow(str(data), sm_specs, str(tmp_path / "sagemaker"), spot)
 
     n_jobs = len(config.plan.models) * len(config.plan.seeds)
     assert n_jobs == len(sm_specs) and {m.kind for m in config.plan.models} == {
@@ -172,7 +190,34 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     for spec, here, there in zip(sm_specs, local, on_sagemaker, strict=True):
         assert (there.model, there.seed, there.backend) == (spec.name, spec.seed, "sagemaker")
         assert RunStatus.model_validate_json((Path(spec.run_dir) / "run_status.json").read_text())
-        assert emulator.jobs[there.job_name].exit_codes == [0]  # the real entrypoint, once
+        run_dir, local_dir = Path(spec.run_dir), Path(here.run_dir)
+        history = there.secondary_status or []
+        if spec.model.kind == "baseline":  # no checkpoints: nothing to count an interruption by
+            assert emulator.jobs[there.job_name].exit_codes == [0] and not there.resumed
+            assert "Interrupted" not in history
+        else:  # interrupted (SIGTERM: 143) after its first checkpoint, restarted, resumed
+            assert emulator.jobs[there.job_name].exit_codes == [143, 0], spec.name
+            at = history.index("Interrupted")
+            assert history[at + 1 : at + 4] == ["Starting", "Downloading", "Training"]
+            assert history[-1] == "Completed" and there.resumed is True
+            # one training.log across both attempts: attempt 1 checkpointed at step 2, and
+            # attempt 2 resumed from there, not from step 0
+            (resumed,) = _log_lines(run_dir, r"resumed from .* at epoch \d+ batch \d+")
+            epoch, batch = map(int, re.findall(r"\d+", resumed.rsplit(" at ", 1)[1]))
+            assert (epoch, batch) > (0, 0), resumed
+            text = (run_dir / "training.log").read_text()
+            assert text.index("INFO step 2 loss") < text.index(resumed)
+            # ... and trained the same steps to the same losses as the uninterrupted local run
+            steps = r"step \d+ loss .*"
+            assert _log_lines(run_dir, steps) == _log_lines(local_dir, steps) != []
+        # training.log and training_metadata.json came back into seed_<n>/ as a local run's
+        assert _curves(run_dir) == {**_curves(local_dir), "device": _curves(run_dir)["device"]}
+        epochs = r"epoch \d+ .*|baseline: .*"
+        assert (
+            [re.sub(r"'seconds': [\d.]+, ", "", m) for m in _log_lines(run_dir, epochs)]
+            == [re.sub(r"'seconds': [\d.]+, ", "", m) for m in _log_lines(local_dir, epochs)]
+            != []
+        )
         # the FULL spec each run recorded (model + train + seed, and the data) is the same
         local_ran, sagemaker_ran = _spec_ran(Path(here.run_dir)), _spec_ran(Path(spec.run_dir))
         assert sagemaker_ran == local_ran, spec.name
@@ -182,7 +227,6 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
         assert (Path(spec.run_dir) / "metrics.json").read_text() == (
             Path(here.run_dir) / "metrics.json"
         ).read_text(), spec.name
-        assert (Path(spec.run_dir) / "training.log").exists()  # output.tar.gz came back too
         cost = there.cost or {}
         assert cost["instance_type"] == "ml.g4dn.xlarge" and cost["managed_spot"] is True
         assert cost["billable_time_s"] <= cost["training_time_s"] and cost["cost_usd"] > 0
@@ -286,6 +330,7 @@ def test_a_failed_job_is_a_failed_status_with_sagemakers_reason(
         status.error
     )
     assert "/no/such/model" in status.error  # the container's own reason, end to end
+    assert status.error.endswith(f"(its log: streamguard aws logs {status.job_name})")
     assert status.secondary_status[-1] == "Failed"
     written = json.loads((Path(spec.run_dir) / "run_status.json").read_text())
     assert written["status"] == "failed" and written["error"] == status.error

@@ -1,4 +1,5 @@
-"""Real processes on 127.0.0.1 for the integration tests: a Prefect server, a webhook receiver.
+"""Real processes on 127.0.0.1 for the integration tests: a Prefect server (on SQLite or on a
+throwaway PostgreSQL), a webhook receiver.
 
 Every process is started in its own session, its output goes to a log file under the test's tmp
 dir, and it is stopped by its PID at teardown (SIGTERM, wait, SIGKILL; then SIGKILL to what is
@@ -22,10 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from scripts.postgres import LocalPostgres
 
 REPO = Path(__file__).resolve().parents[2]
 # `prefect` of the interpreter running the tests (.venv/bin/prefect in a fresh clone).
@@ -237,10 +241,11 @@ def prefect_env(home: Path, api_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """`prefect server start --host 127.0.0.1 --port <free>`, healthy, stopped at teardown."""
-    root = tmp_path_factory.mktemp("prefect_server")
+@contextlib.contextmanager
+def running_prefect_server(root: Path, **server_env: str) -> Iterator[PrefectServer]:
+    """`prefect server start --host 127.0.0.1 --port <free>` with its own PREFECT_HOME under
+    ``root`` and ``server_env`` on top of :func:`prefect_env` (e.g. its database URL), healthy;
+    at exit it and every process started after it (workers first) are stopped."""
     home, logs = root / "prefect_home", root / "logs"
     home.mkdir()
     port = free_port()
@@ -249,10 +254,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         "prefect-server",
         [str(BIN_DIR / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         logs / "prefect-server.log",
-        env,
+        {**env, **server_env},
         REPO,
     )
     server = PrefectServer(port=port, home=home, env=env, process=process, logs=logs)
+    running_before = list(_RUNNING)
     process.start()
     try:
 
@@ -268,7 +274,51 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
     finally:
         for proc in reversed(list(_RUNNING)):  # workers first, the server last
-            proc.stop()
+            if proc not in running_before:
+                proc.stop()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """`prefect server start --host 127.0.0.1 --port <free>` (SQLite), healthy, stopped at
+    teardown."""
+    with running_prefect_server(tmp_path_factory.mktemp("prefect_server")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A fresh PostgreSQL cluster on 127.0.0.1 (scripts/postgres.py) with a ``prefect``
+    database, stopped (``pg_ctl stop -m immediate``) and deleted at teardown.
+
+    Without PostgreSQL it skips with the reason, except under ``CI=true``, where it fails: CI
+    installs it (``make postgresql``) and must run the tests that need it.
+    """
+    from scripts.postgres import LocalPostgres, PostgresUnavailable
+
+    try:
+        pg = LocalPostgres.start(database="prefect")
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and PostgreSQL is unavailable: {exc}")
+        pytest.skip(str(exc))
+    with pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def prefect_server_postgres(
+    tmp_path_factory: pytest.TempPathFactory, postgres: LocalPostgres
+) -> Iterator[PrefectServer]:
+    """`prefect server start` (own PREFECT_HOME, free port) on the :func:`postgres` database."""
+    root = tmp_path_factory.mktemp("prefect_server_postgres")
+    with running_prefect_server(
+        root,
+        PREFECT_API_DATABASE_CONNECTION_URL=postgres.url,
+        # log (with a traceback) the database errors Prefect would answer with a bare 503
+        PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",
+    ) as server:
+        yield server
 
 
 @dataclass
