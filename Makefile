@@ -41,8 +41,13 @@ postgresql:  ## PostgreSQL server binaries for the Prefect-on-PostgreSQL test an
 	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
 	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q postgresql; }
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures: servers, trained
+# tiny models, stay in one process): most of the suite waits on subprocesses and servers, so
+# two workers on two cores take well under the serial time. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: setup chromium postgresql  ## every test that can run here (unit, slow real-data, integration)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test-fast: setup  ## skip slow, integration and GPU tests
 	$(PY) -m pytest -q -m "not slow and not integration and not gpu"

@@ -87,7 +87,9 @@ def main() -> None:
 
     workers = args.workers or os.cpu_count() or 1
     cfg = PreprocessConfig(workers=workers, executor=args.executor)
-    data_cfg = DataConfig(inputs=[args.input], split_strategy="random", max_records=args.max_records)
+    data_cfg = DataConfig(
+        inputs=[args.input], split_strategy="random", max_records=args.max_records
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0, c0 = time.perf_counter(), _cpu_s()
         meta = preprocess(data_cfg, cfg, tmp, show_progress=False)

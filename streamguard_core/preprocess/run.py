@@ -16,6 +16,11 @@ Output directory (self-describing; see the README's "Processed data set" section
     <out>/duplicates.jsonl      every record removed as a duplicate, and of what
 
 Every input record is accounted for: ``read == kept + rejected + deduplicated``.
+
+Executors (``PreprocessConfig.executor``): ``local`` is a spawned process pool on this machine,
+started before the BPE trains so that its workers build the graphs meanwhile (graphs need no
+tokenizer); ``dask`` sends the same chunks as tasks to a Dask cluster. The files written are
+byte-identical either way and for any worker count.
 """
 
 from __future__ import annotations
@@ -194,8 +199,9 @@ def validate_records(
 # --------------------------------------------------------------------------- worker side
 
 _WORKER: dict[str, Any] = {}
-"""This process's worker state (tokenizer, graph builder, settings), made once per process by
-:func:`_init_worker` (local pool, in-process) or :func:`_dask_state` (Dask workers)."""
+"""This process's worker state (tokenizer, graph builder, settings), made on first use by
+:func:`_init_worker` (in-process runs and :class:`LocalPool` workers); Dask workers keep theirs
+per thread (:func:`_dask_state`)."""
 
 
 PARTS = ("all", "graph", "tokens")
@@ -645,8 +651,8 @@ def dask_client(address: str | None, workers: int) -> Iterator[Any]:
                     f"{type(exc).__name__}: {exc}"
                 ) from None
         else:
-            cluster = stack.enter_context(
-                LocalCluster(
+            try:
+                cluster = LocalCluster(
                     n_workers=max(1, workers),
                     threads_per_worker=1,
                     processes=True,
@@ -654,7 +660,12 @@ def dask_client(address: str | None, workers: int) -> Iterator[Any]:
                     dashboard_address=None,
                     silence_logs=logging.ERROR,
                 )
-            )
+            except Exception as exc:  # a worker process that cannot start, no free port ...
+                raise ExecutorError(
+                    f"cannot start a Dask LocalCluster of {workers} workers: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            stack.enter_context(cluster)
             client = Client(cluster, set_as_default=False)
         stack.enter_context(client)
         yield client

@@ -1,4 +1,5 @@
-"""`streamguard aws setup` against moto (in-process ``mock_aws``, one account for the module).
+"""`streamguard aws setup` against moto (the session's moto server, one account shared by the
+AWS tests; each test uses its own names).
 
 The command runs end to end (``streamguard_core.cli.main``) where its output matters: what it
 creates is read back with boto3, the second run must change nothing, and a role SageMaker may
@@ -14,7 +15,6 @@ from typing import Any
 import boto3
 import pytest
 import yaml
-from moto import mock_aws
 
 from streamguard_core.aws.config import SageMakerConfig
 from streamguard_core.aws.jobs import SageMakerJobSpec
@@ -40,12 +40,21 @@ BUCKET = "sg-setup-test"
 
 
 @pytest.fixture(scope="module")
-def aws():
-    """One moto account for the module (each test uses its own names); clients made once, since
-    making them is most of a command's time."""
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        yield {name: session.client(name) for name in ("iam", "ecr", "s3", "sts")}
+def aws(moto_server: str) -> dict[str, Any]:
+    """Clients of the session's moto server, made once (making them is most of a command's
+    time). Not an in-process ``mock_aws``: leaving one resets moto's global state, which the
+    moto server of the other AWS tests shares (their bucket vanished when this ran first)."""
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    return {
+        name: session.client(name, endpoint_url=moto_server) for name in ("iam", "ecr", "s3", "sts")
+    }
+
+
+@pytest.fixture(autouse=True)
+def _commands_reach_moto(endpoints: str) -> None:
+    """`streamguard aws setup` run by ``main`` goes to the same moto server."""
 
 
 def _clients(aws: dict[str, Any]) -> SetupClients:
