@@ -1,4 +1,5 @@
-"""`streamguard aws logs JOB` against moto's CloudWatch Logs and SageMaker (in-process).
+"""`streamguard aws logs JOB` against moto's CloudWatch Logs and SageMaker (the session's moto
+server, shared with the other AWS tests; each test uses its own job names).
 
 The streams and events are written here the way SageMaker writes them (group
 /aws/sagemaker/TrainingJobs, streams ``<job>/algo-1-<epoch>``); tests/aws/test_emulator.py reads
@@ -7,6 +8,7 @@ the streams the emulator wrote for its real jobs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import time
@@ -14,7 +16,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from streamguard_core.aws.logs import (
     LOG_GROUP,
@@ -29,13 +30,23 @@ REGION = "us-east-1"
 
 
 @pytest.fixture(scope="module")
-def aws():
-    """One moto account for the module; clients made once."""
-    with mock_aws():
-        session = boto3.session.Session(region_name=REGION)
-        sm, logs = session.client("sagemaker"), session.client("logs")
+def aws(moto_server: str) -> tuple[Any, Any]:
+    """Clients of the session's moto server, made once. Not an in-process ``mock_aws``: leaving
+    one resets moto's global state, which the moto server of the other AWS tests shares."""
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    sm = session.client("sagemaker", endpoint_url=moto_server)
+    logs = session.client("logs", endpoint_url=moto_server)
+    # the emulator's jobs may have made it already
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_group(logGroupName=LOG_GROUP)
-        yield sm, logs
+    return sm, logs
+
+
+@pytest.fixture(autouse=True)
+def _commands_reach_moto(endpoints: str) -> None:
+    """`streamguard aws logs` run by ``main`` goes to the same moto server."""
 
 
 def _job(sm: Any, name: str) -> None:
