@@ -8,6 +8,9 @@ PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 DEMO_DIR ?= runs/demo
 
+# apt-get as root, else through sudo
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
 export HF_HUB_OFFLINE ?= 1
 export DO_NOT_TRACK ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -32,14 +35,13 @@ demo: setup  ## the main job: streamguard-pipeline on the embedded synthetic dat
 .PHONY: chromium
 chromium:  ## headless Chromium for the integration test's flow-run screenshot (Debian package)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
-	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 .PHONY: postgresql
 postgresql:  ## PostgreSQL server binaries for the Prefect-on-PostgreSQL test and bench (Debian package)
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
-	  { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
-	    $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q postgresql; }
+	@test -x "$$STREAMGUARD_PG_BIN/initdb" || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  command -v initdb >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
 
 # Two pytest-xdist workers, one test file each at a time (module fixtures: servers, trained
 # tiny models, stay in one process): most of the suite waits on subprocesses and servers, so

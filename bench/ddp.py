@@ -36,28 +36,30 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+if TYPE_CHECKING:
+    from streamguard_core.training.paths import RunPaths
 
-def _train_seconds(run_dir: Path) -> float:
-    meta = json.loads((run_dir / "training_metadata.json").read_text())
+
+def _train_seconds(paths: RunPaths) -> float:
+    meta = json.loads(paths.metadata.read_text())
     return round(sum(row["seconds"] for row in meta["history"]), 2)
 
 
-def _weights(run_dir: Path) -> dict[str, Any]:
-    import torch
+def _weights(paths: RunPaths) -> dict[str, Any]:
+    from streamguard_core.training.checkpoint import load_checkpoint
 
-    state = torch.load(run_dir / "checkpoints" / "latest" / "state.pt", weights_only=True)
-    return dict(state["model"])
+    return dict(load_checkpoint(paths.latest)["model"])
 
 
-def _valid_probs(run_dir: Path) -> list[float]:
+def _valid_probs(paths: RunPaths) -> list[float]:
     from streamguard_core.io import read_jsonl
 
-    return [float(r["probability"]) for r in read_jsonl(run_dir / "valid_predictions.jsonl")]
+    return [float(r["probability"]) for r in read_jsonl(paths.valid_predictions)]
 
 
 def main() -> None:
@@ -78,10 +80,11 @@ def main() -> None:
     )
     from streamguard_core.preprocess.run import preprocess
     from streamguard_core.training.job import run_job
+    from streamguard_core.training.paths import RunPaths
 
     threads = args.threads or os.cpu_count() or 1
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // 2))}
-    os.environ.update(env)  # torchrun's workers read it (the launcher keeps a set value)
+    # the one-process job and torchrun's workers read it (the launcher keeps a set value)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, threads // 2))
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         meta = preprocess(DataConfig(synthetic_pairs_per_cwe=args.pairs),
@@ -101,7 +104,7 @@ def main() -> None:
         spec_file.write_text(one.model_dump_json())
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "streamguard_core.training.job", str(spec_file),
-                        "--device", "cpu"], check=True, env=env, capture_output=True)  # fmt: skip
+                        "--device", "cpu"], check=True, capture_output=True)  # fmt: skip
         one_wall = time.perf_counter() - t0
         t0 = time.perf_counter()
         status = run_job(two, device="cpu")
@@ -109,12 +112,13 @@ def main() -> None:
         if status.status != "completed":
             raise SystemExit(f"the 2-process run {status.status}: {status.error}")
 
-        w1, w2 = _weights(Path(one.run_dir)), _weights(Path(two.run_dir))
+        one_paths, two_paths = RunPaths(one.run_dir), RunPaths(two.run_dir)
+        w1, w2 = _weights(one_paths), _weights(two_paths)
         abs_diff = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
         diff_norm = sum(float((w1[k] - w2[k]).double().pow(2).sum()) for k in w1) ** 0.5
         rel_diff = diff_norm / sum(float(w1[k].double().pow(2).sum()) for k in w1) ** 0.5
-        p1, p2 = _valid_probs(Path(one.run_dir)), _valid_probs(Path(two.run_dir))
-        m1, m2 = (json.loads((Path(s.run_dir) / "metrics.json").read_text()) for s in (one, two))
+        p1, p2 = _valid_probs(one_paths), _valid_probs(two_paths)
+        m1, m2 = (json.loads(p.metrics.read_text()) for p in (one_paths, two_paths))
         print(json.dumps({
             "bench": "ddp",
             "kind": "gnn",
@@ -126,8 +130,8 @@ def main() -> None:
             "one_process_wall_s": round(one_wall, 2),
             "two_process_wall_s": round(two_wall, 2),
             "ratio_two_to_one_wall": round(two_wall / one_wall, 3),
-            "one_process_train_s": _train_seconds(Path(one.run_dir)),
-            "two_process_train_s": _train_seconds(Path(two.run_dir)),
+            "one_process_train_s": _train_seconds(one_paths),
+            "two_process_train_s": _train_seconds(two_paths),
             "max_abs_weight_diff": abs_diff,
             "rel_weight_diff": rel_diff,
             "max_abs_valid_prob_diff": max(abs(a - b) for a, b in zip(p1, p2, strict=True)),

@@ -7,8 +7,11 @@ Measured:
                            (it also records its holder and checks the file it locked is current)
     bare_cycle_us          the bare baseline, same loop
     race_processes         processes promoting into one registry at once (--processes)
+    race_rounds            promotions per process (--rounds)
+    race_exitcodes_ok      whether every process exited 0 (must be true)
     race_promotions_per_s  register + promote_if_better per second over all processes together
     race_lost              registrations missing from the registry (must be 0)
+    race_history_lines     promotions recorded in the history
     race_history_broken    history lines whose ``previous`` is not the line before's version,
                            or that did not beat it (must be 0)
     race_best_in_production  whether the best candidate ended in production (must be true)

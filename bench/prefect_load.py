@@ -270,13 +270,6 @@ def child_main(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    from scripts.postgres import free_port as _free_port
-
-    return _free_port()
-
-
 def base_env() -> dict[str, str]:
     """This environment without Prefect settings, no telemetry, loopback without a proxy."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -292,6 +285,23 @@ def base_env() -> dict[str, str]:
     )
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
+
+
+def start_logged(
+    command: list[str], log: Path, cwd: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``command`` in its own session (its process group is its own: :func:`stop_processes`
+    reaches its children), stdout and stderr to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def stop_process(popen: subprocess.Popen[bytes]) -> None:
@@ -338,6 +348,8 @@ class PrefectServer:
         (migrations run on the first start)."""
         import httpx
 
+        from scripts.postgres import free_port
+
         home = root / "server_home"
         home.mkdir(parents=True)
         port = free_port()
@@ -354,24 +366,8 @@ class PrefectServer:
         env.update(extra_env or {})
         log = root / "prefect-server.log"
         t0 = time.monotonic()
-        with open(log, "wb") as out:
-            popen = subprocess.Popen(
-                [
-                    str(BIN_DIR / "prefect"),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        command = [str(BIN_DIR / "prefect"), "server", "start", "--host", "127.0.0.1"]
+        popen = start_logged([*command, "--port", str(port)], log, root, env)
         server = cls(port, log, popen)
         while True:
             if popen.poll() is not None:
@@ -443,16 +439,7 @@ def start_clients(
             "--child-output-root",
             str(client_root / "output"),
         ]
-        with open(client_root / "client.log", "wb") as out:
-            popen = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        popen = start_logged(command, client_root / "client.log", REPO, env)
         clients.append(Client(name, client_root, popen, time.monotonic()))
 
 

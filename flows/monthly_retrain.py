@@ -92,9 +92,8 @@ def monthly_retrain(
     summary = streamguard_pipeline(run_config)
     best = summary.get("best_seed")
     if collect is not None:
-        # phase 2 runs inside this run's directory, which its own pipeline run then owns
-        best = refresh_and_retrain(config.model_copy(update={"run_id": None}), root,
-                                   collect, phase2) or best  # fmt: skip
+        # phase 2 runs inside this run's directory (its retraining drops the run_id: flows/phase2)
+        best = refresh_and_retrain(config, root, collect, phase2) or best
     if not best or not best.get("model_dir"):
         raise NoCandidate(f"no completed model in {root}: see its production_report.md")
     decision = promote_if_better(

@@ -54,8 +54,7 @@ def phase2(config: Phase2Config = Phase2Config()) -> dict[str, Any]:  # noqa: B0
     scores = score_task(config, scorers, split["train_projects"])
     noise = noise_task(config, scores, split["train_projects"])
     merged = merge_task(config, noise["weighted"], split["test_projects"])
-    # phase 2's output_root is already its own run directory: its retraining owns .../retrain
-    retrain = run.retrain_config(config, merged["inputs"]).model_copy(update={"run_id": None})
+    retrain = run.retrain_config(config, merged["inputs"])
     state = streamguard_pipeline(retrain, return_state=True)
     if not state.is_completed():
         logger.warning("phase-2 pipeline ended %s: %s", state.name, state.message)

@@ -38,8 +38,8 @@ from tasks.training import aggregate_task, fold_summary_task, job_label, train_j
 def stop_sagemaker_jobs(flow: Any, flow_run: Any, state: Any) -> None:
     """on_cancellation hook: stop this run's SageMaker jobs (``tasks.sagemaker.stop_jobs``).
 
-    On the pipeline flow too: a worker that cancels a deployment's run calls the hooks of the
-    top-level flow only.
+    The pipeline and monthly-retrain flows have hooks of their own: a worker that cancels a
+    deployment's run calls the hooks of the top-level flow only.
     """
     stop_jobs_under(flow_run, lambda config: config.output_root)
 

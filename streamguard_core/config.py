@@ -792,13 +792,11 @@ class PipelineConfig(BaseModel):
     def _safe_run_id(cls, value: str | None) -> str | None:
         # run_id names one folder under output_root/runs: one safe path component, never a
         # way out of the output root; an empty form field means "not set"
-        import re
+        from streamguard_core.training.paths import SAFE_COMPONENT
 
         if not value:
             return None
-        if value != "auto" and (
-            not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value) or ".." in value
-        ):
+        if value != "auto" and (not SAFE_COMPONENT.fullmatch(value) or ".." in value):
             raise ValueError(
                 f"run_id {value!r}: use 1-128 letters, digits, '-', '_' or '.', starting with a "
                 "letter or digit (one folder name: no '/', no '..'), or 'auto'"

@@ -35,25 +35,21 @@ _POLL_MAX_S = 0.1
 
 
 class LockError(RuntimeError):
-    """A lock could not be taken (base of :class:`LockBusy` and :class:`LockTimeout`)."""
+    """A lock could not be taken (base of :class:`LockBusy` and :class:`LockTimeout`): ``path``
+    is the lock file, ``holder`` who holds it."""
+
+    def __init__(self, message: str, path: Path, holder: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder = holder
 
 
 class LockBusy(LockError):
     """A non-blocking :func:`try_lock` found the lock held by someone else."""
 
-    def __init__(self, message: str, path: Path, holder: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.holder = holder
-
 
 class LockTimeout(LockError, TimeoutError):
     """:func:`file_lock` waited ``timeout_s`` without getting the lock."""
-
-    def __init__(self, message: str, path: Path, holder: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.holder = holder
 
 
 def read_holder(path: str | Path) -> str:
@@ -79,9 +75,11 @@ class FileLock:
         """Whether this object holds the lock now."""
         return self._fd is not None
 
-    def _try_once(self) -> bool:
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; never waits."""
         if self._fd is not None:
-            raise LockError(f"{self.path}: this lock object already holds the lock")
+            message = f"{self.path}: this lock object already holds the lock"
+            raise LockError(message, self.path, self.what)
         while True:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
@@ -115,10 +113,6 @@ class FileLock:
         mine = os.fstat(fd)
         return (mine.st_dev, mine.st_ino) == (at_path.st_dev, at_path.st_ino)
 
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free; never waits."""
-        return self._try_once()
-
     def acquire(self, timeout_s: float | None = None) -> None:
         """Wait for the lock (``timeout_s`` None: as long as it takes).
 
@@ -127,7 +121,7 @@ class FileLock:
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pause = _POLL_FIRST_S
-        while not self._try_once():
+        while not self.try_acquire():
             if deadline is not None and time.monotonic() >= deadline:
                 holder = read_holder(self.path)
                 raise LockTimeout(

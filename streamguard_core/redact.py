@@ -64,7 +64,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
         r"\1" + REDACTED,
     ),
     # user:password@ in any URL
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@\"'<>]+:[^/\s@\"'<>]+@"), r"\1" + REDACTED + "@"),
+    # (one slash too: pathlib collapses "https://u:p@h" to "https:/u:p@h")
+    (
+        re.compile(r"(\b[a-z][a-z0-9+.-]*:/{1,2})[^/\s:@\"'<>]+:[^/\s@\"'<>]+@"),
+        r"\1" + REDACTED + "@",
+    ),
     # credentials in query strings
     (
         re.compile(
@@ -79,7 +83,7 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 # cheap test first: a string none of the patterns could match is returned at once
 _TRIGGER = re.compile(
-    r"A[KSGIRN][A-Z]{2}[A-Z0-9]{16}|secret|gh[pousr]_|github_pat_|xox|hooks\.slack|discord|://"
+    r"A[KSGIRN][A-Z]{2}[A-Z0-9]{16}|secret|gh[pousr]_|github_pat_|xox|hooks\.slack|discord|:/"
     r"|[?&]|bearer",
     re.IGNORECASE,
 )

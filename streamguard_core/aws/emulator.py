@@ -79,6 +79,7 @@ from typing import Any
 
 from streamguard_core.aws.config import MAX_HYPERPARAMETER_CHARS, MAX_RUNTIME_LIMIT_S
 from streamguard_core.aws.deploy import ECR_IMAGE
+from streamguard_core.aws.logs import LOG_GROUP
 from streamguard_core.aws.s3 import DirSync, download_prefix, parse_s3_uri
 from streamguard_core.aws.tarsafe import safe_extract
 
@@ -798,8 +799,7 @@ class SageMakerEmulator:
                     if sync is not None and (
                         due or time.monotonic() - last_sync >= self.sync_interval_s
                     ):
-                        checkpoint, paused = self._sync(job, proc, sync, pause=due)
-                        synced_checkpoints += checkpoint
+                        synced_checkpoints += self._sync(job, proc, sync, pause=due)
                         last_sync = time.monotonic()
                         if interrupt and synced_checkpoints >= job.interrupt_after:
                             job.interruptions_left -= 1
@@ -808,7 +808,7 @@ class SageMakerEmulator:
                             term_sent_at = time.monotonic()
                             log.info("job %s: spot interruption after checkpoint %d (emulated)",
                                      job.name, synced_checkpoints)  # fmt: skip
-                        if paused:
+                        if due:  # paused by _sync: let it run into the pending SIGTERM
                             proc.send_signal(signal.SIGCONT)
                         if shipper is not None:
                             shipper.ship()
@@ -831,25 +831,22 @@ class SageMakerEmulator:
             return reason, code
         return ("completed" if code == 0 else "failed"), code
 
-    def _sync(
-        self, job: EmulatedJob, proc: subprocess.Popen, sync: DirSync, pause: bool
-    ) -> tuple[bool, bool]:
-        """Upload the changed checkpoint files; returns (a checkpoint's meta.json went, the
-        container is paused).
+    def _sync(self, job: EmulatedJob, proc: subprocess.Popen, sync: DirSync, pause: bool) -> bool:
+        """Upload the changed checkpoint files; returns whether a checkpoint's meta.json went.
 
         With ``pause`` (an interruption is due at the new checkpoint) the container is paused
-        (SIGSTOP) before the upload, and the caller sends the SIGTERM before it lets it run
-        again (SIGCONT): the interruption comes right after this checkpoint, not steps later.
+        (SIGSTOP) before the upload and left paused: the caller sends the SIGTERM before it lets
+        it run again (SIGCONT), so the interruption comes right after this checkpoint, not steps
+        later.
         """
-        paused = pause
-        if paused:
+        if pause:
             proc.send_signal(signal.SIGSTOP)
         try:
             uploaded = sync.sync(self.s3)
         except Exception as exc:  # the next round retries
             log.warning("job %s: checkpoint sync failed: %s", job.name, exc)
             uploaded = []
-        return any(Path(p).name == "meta.json" for p in uploaded), paused
+        return any(Path(p).name == "meta.json" for p in uploaded)
 
     def _log_shipper(self, job: EmulatedJob, logfile: Path) -> _LogShipper | None:
         """A new CloudWatch stream for this attempt (None without a logs endpoint)."""
@@ -860,7 +857,7 @@ class SageMakerEmulator:
             stamp += 1  # two attempts in one second: keep the streams apart
         name = f"{job.name}/algo-1-{stamp}"
         job.log_streams.append(name)
-        shipper = _LogShipper(self.logs, TRAINING_LOG_GROUP, name, logfile)
+        shipper = _LogShipper(self.logs, LOG_GROUP, name, logfile)
         shipper.open()
         return shipper
 
@@ -889,7 +886,6 @@ def _new_checkpoint(sync: DirSync) -> bool:
     return any(Path(rel).name == "meta.json" for rel, _ in sync.changed())
 
 
-TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 LOG_EVENT_MAX_BYTES = 256 * 1024 - 26  # PutLogEvents: an event's message plus 26 bytes
 LOG_BATCH_MAX_BYTES = 1_048_576
 LOG_BATCH_MAX_EVENTS = 10_000

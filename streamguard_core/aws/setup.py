@@ -694,15 +694,11 @@ def _write_config(path: Path, text: str) -> str:
 def cmd_setup(args: argparse.Namespace) -> int:
     """``streamguard aws setup``: 0 done (or planned), 1 conflict or AWS error, 2 bad settings."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from pydantic import ValidationError
 
-    from streamguard_core.cli import _validation_message, config_values
+    from streamguard_core.cli import config_values
 
-    try:
-        cfg = SetupConfig(**config_values(args, "setup"))
-    except ValidationError as exc:
-        print(_validation_message(exc), file=sys.stderr)
-        return 2
+    # invalid settings: cli.main prints the ValidationError (redacted) and returns 2
+    cfg = SetupConfig(**config_values(args, "setup"))
     try:
         import boto3
 

@@ -90,17 +90,16 @@ def _child(spec_json: str, device: str | None, threads: int | None, conn: Connec
     os.environ.update(env)  # before anything initialises CUDA
     from streamguard_core.training.job import run_job
 
-    if threads:  # the spec's train.num_threads, when set, wins (train_neural applies it)
-        import torch
-
-        torch.set_num_threads(threads)
-        # a DDP job's torchrun workers share this slot's threads (they read it when they start)
-        nproc = TrainJobSpec.model_validate_json(spec_json).train.nproc_per_node
-        os.environ["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
-
     try:
+        spec = TrainJobSpec.model_validate_json(spec_json)
+        if threads:  # the spec's train.num_threads, when set, wins (train_neural applies it)
+            import torch
+
+            torch.set_num_threads(threads)
+            # a DDP job's torchrun workers share this slot's threads (read when they start)
+            os.environ["OMP_NUM_THREADS"] = str(max(1, threads // spec.train.nproc_per_node))
         status = run_job(
-            TrainJobSpec.model_validate_json(spec_json),
+            spec,
             device=torch_device,
             on_epoch_end=lambda row: conn.send(("epoch", row)),
         )

@@ -222,8 +222,11 @@ def _surrogate_field(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def _surrogate_reject(obj: dict[str, Any], path: Path, line: int, raw: bytes) -> Reject | None:
-    """A reject when a JSON string of ``obj`` decoded to a lone surrogate (``\\ud800``)."""
+def _surrogate_reject(
+    obj: dict[str, Any], path: Path, line: int, raw: bytes | None
+) -> Reject | None:
+    """A reject when a JSON string of ``obj`` decoded to a lone surrogate (``\\ud800``); the
+    preview is the line ``raw`` when given, else ``obj`` itself."""
     field = _surrogate_field(obj)
     if field is None:
         return None
@@ -232,7 +235,7 @@ def _surrogate_reject(obj: dict[str, Any], path: Path, line: int, raw: bytes) ->
         line,
         "invalid_unicode",
         f"field {field} holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text",
-        preview=raw[:200].decode("utf-8", "replace"),
+        preview=_preview(obj) if raw is None else raw[:200].decode("utf-8", "replace"),
     )
 
 
@@ -325,9 +328,7 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any] | Reject]
                 ),
             )
         else:
-            bad = (
-                _surrogate_reject(obj, path, i, _preview(obj).encode()) if lone_surrogates else None
-            )
+            bad = _surrogate_reject(obj, path, i, None) if lone_surrogates else None
             if bad is not None:
                 yield i, bad
                 continue

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from streamguard_core.data.loaders import DataError
 from streamguard_core.io import atomic_write_json
+from streamguard_core.models.registry import base_model_dirs, read_model_card
 
 ONNX_FILE = "model.onnx"
 INFO_FILE = "onnx_export.json"
@@ -493,7 +494,7 @@ def export_onnx(
     from streamguard_core.models.neural import NeuralDetector, function_batches
 
     root = Path(model_dir)
-    kind = _card_kind(root)
+    kind = read_model_card(root)["kind"]  # a DataError naming the file when it is no card
     if kind not in NEURAL_KINDS:
         raise OnnxExportError(f"{root}: kind {kind!r} is not a neural model (gnn, transformer)")
     source = "given"
@@ -573,13 +574,6 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _card_kind(model_dir: Path) -> str:
-    from streamguard_core.models.registry import read_model_card
-
-    # a DataError naming the file: no card, not valid JSON (line, column), no kind
-    return str(read_model_card(model_dir)["kind"])
-
-
 class ExportOutcome(BaseModel):
     """One model directory of an export request: exported, or why not."""
 
@@ -603,11 +597,14 @@ def export_model_dir(
     a baseline is reported as needing no export.
 
     Raises:
-        OnnxExportError: not a model directory, an unknown kind, ``output`` with a fusion
-            model, or an export that failed (see :func:`export_onnx`).
+        ModelDirError: not a model directory, or a fusion card's ``base_models`` naming
+            anything but folders under ``bases/``.
+        OnnxExportError: an unknown kind, ``output`` with a fusion model, or an export that
+            failed (see :func:`export_onnx`).
     """
     root = Path(model_dir)
-    kind = _card_kind(root)
+    card = read_model_card(root)
+    kind = card["kind"]
     if kind in NEURAL_KINDS:
         info = export_onnx(root, output=output, opset=opset)
         out = Path(output) if output is not None else root / ONNX_FILE
@@ -620,8 +617,6 @@ def export_model_dir(
                 f"{root}: --output names one file, but a fusion model exports each neural base "
                 "to bases/<name>/model.onnx; leave --output out"
             )
-        from streamguard_core.models.registry import base_model_dirs, read_model_card
-
-        bases = base_model_dirs(root, read_model_card(root))  # only dirs under bases/
+        bases = base_model_dirs(root, card)  # only dirs under bases/
         return [o for base in bases for o in export_model_dir(base, opset=opset)]
     raise OnnxExportError(f"{root}: model kind {kind!r} has no ONNX export")

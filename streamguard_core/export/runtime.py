@@ -19,7 +19,6 @@ broken deployment artefact, and ``--no-onnx`` / ``use_onnx=False`` is the explic
 from __future__ import annotations
 
 import importlib.util
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from streamguard_core.export.onnx import (
     read_export_info,
 )
 from streamguard_core.models.neural import function_batches
+from streamguard_core.models.registry import read_model_card
 
 CPU = torch.device("cpu")
 
@@ -129,7 +129,7 @@ class OnnxDetector:
     ) -> None:
         self.dir = Path(model_dir)
         self.onnx_file = Path(onnx_file) if onnx_file is not None else self.dir / ONNX_FILE
-        self.card: dict[str, Any] = json.loads((self.dir / "model_card.json").read_text())
+        self.card: dict[str, Any] = read_model_card(self.dir)
         self.kind: str = self.card["kind"]
         self.threshold = float(self.card["threshold"])
         self.preprocess = PreprocessConfig.model_validate(self.card.get("preprocess", {}))

@@ -176,18 +176,13 @@ class BaselineDetector:
             ModelDirError: a file is missing, not what it should be, or inconsistent.
         """
         from streamguard_core.models.registry import (
-            ModelDirError,
             check_model_files,
             model_errors,
             read_model_card,
         )
 
         root = Path(model_dir)
-        card = read_model_card(root)
-        if card["kind"] != cls.kind:
-            raise ModelDirError(
-                f"{root / MODEL_CARD}: model kind is {card['kind']!r}, not {cls.kind!r}"
-            )
+        card = read_model_card(root, kind=cls.kind)
         check_model_files(root)
         with model_errors(root, cls.kind):
             return cls._from_files(root, card)

@@ -157,7 +157,6 @@ class FusionDetector:
         from safetensors.torch import load_file
 
         from streamguard_core.models.registry import (
-            ModelDirError,
             base_model_dirs,
             check_model_files,
             load_detector,
@@ -166,11 +165,7 @@ class FusionDetector:
         )
 
         self.dir = Path(model_dir)
-        self.card = read_model_card(self.dir)
-        if self.card["kind"] != self.kind:
-            raise ModelDirError(
-                f"{self.dir / MODEL_CARD}: model kind is {self.card['kind']!r}, not fusion"
-            )
+        self.card = read_model_card(self.dir, kind=self.kind)
         check_model_files(self.dir)
         with model_errors(self.dir, self.kind):
             self.config = FusionConfig.model_validate(self.card["config"])

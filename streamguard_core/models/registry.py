@@ -40,11 +40,16 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def read_model_card(model_dir: str | Path) -> dict[str, Any]:
+def read_model_card(model_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
     """The ``model_card.json`` of ``model_dir`` (a JSON object with a string ``kind``).
 
+    Args:
+        model_dir: the model directory.
+        kind: the kind the card must name (None: any).
+
     Raises:
-        ModelDirError: no card, or one that is not valid JSON or not a model card.
+        ModelDirError: no card, one that is not valid JSON or not a model card, or another
+            ``kind``.
     """
     card_path = Path(model_dir) / MODEL_CARD
     if not card_path.is_file():
@@ -55,6 +60,8 @@ def read_model_card(model_dir: str | Path) -> dict[str, Any]:
         raise ModelDirError(str(exc)) from None
     if not isinstance(card, dict) or not isinstance(card.get("kind"), str):
         raise ModelDirError(f"{card_path}: not a model card (a JSON object with a string 'kind')")
+    if kind is not None and card["kind"] != kind:
+        raise ModelDirError(f"{card_path}: model kind is {card['kind']!r}, not {kind!r}")
     return card
 
 
@@ -237,13 +244,16 @@ def load_detector(model_dir: str | Path, use_onnx: bool = False) -> Any:
         from streamguard_core.models.neural import NeuralDetector
 
         if use_onnx:
-            from streamguard_core.export.runtime import load_onnx_detector
+            from streamguard_core.export.runtime import ONNX_FILE, load_onnx_detector
 
-            check_model_files(model_dir)
-            with model_errors(model_dir, kind):
-                onnx_detector = load_onnx_detector(model_dir)
-            if onnx_detector is not None:
-                return onnx_detector
+            # without a model.onnx there is nothing to read here: NeuralDetector checks the
+            # files (once) below
+            if (Path(model_dir) / ONNX_FILE).exists():
+                check_model_files(model_dir)
+                with model_errors(model_dir, kind):
+                    onnx_detector = load_onnx_detector(model_dir)
+                if onnx_detector is not None:
+                    return onnx_detector
         return NeuralDetector(model_dir)  # checks the files itself
     if kind == "fusion":
         from streamguard_core.models.fusion import FusionDetector

@@ -113,4 +113,6 @@ def retrain_config(config: Phase2Config, inputs: dict[str, str]) -> PipelineConf
     )
     raw["plan"]["train"]["use_weights"] = True
     raw["output_root"] = str(Path(config.output_root) / "retrain")
+    # phase 2's output_root is already its own run directory: its retraining owns .../retrain
+    raw["run_id"] = None
     return PipelineConfig.model_validate(raw)

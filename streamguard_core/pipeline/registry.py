@@ -182,7 +182,7 @@ class ModelRegistry:
         """
         self._version_dir(version)
         with self.locked(f"promotion of {version} in {self.root}"):
-            return self._promote_locked(version, reason, evaluation)
+            return self._promote_locked(version, reason, evaluation, self.production())
 
     def promote_if_better(
         self,
@@ -223,12 +223,10 @@ class ModelRegistry:
             production_eval = production_metrics(current) if current is not None else None
             decision = decide_promotion(candidate_metrics, production_eval, metric, min_improvement)
             if decision["promote"]:
+                evaluated = {"candidate": candidate_metrics, "production": production_eval}
                 self._promote_locked(
-                    version,
-                    decision["reason"],
-                    {**(evaluation or {}), "candidate": candidate_metrics,
-                     "production": production_eval},
-                )  # fmt: skip
+                    version, decision["reason"], {**(evaluation or {}), **evaluated}, current
+                )
         return {
             **decision,
             "version": version,
@@ -238,10 +236,14 @@ class ModelRegistry:
         }
 
     def _promote_locked(
-        self, version: str, reason: str, evaluation: dict[str, Any] | None
+        self,
+        version: str,
+        reason: str,
+        evaluation: dict[str, Any] | None,
+        current: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """Move the pointer and append the history line; the caller holds :meth:`locked`."""
-        current = self.production()
+        """Move the pointer from ``current`` (the production read under the lock) and append the
+        history line; the caller holds :meth:`locked`."""
         entry = {
             "at": _now(),
             "version": version,

@@ -40,9 +40,6 @@ DATA_DIR = "data"
 RUN_LOCK_FILE = ".run.lock"
 PREFLIGHT_REPORT = "preflight_report.json"
 METADATA_FILE = "preprocessing_metadata.json"  # written last by preprocessing: its end marker
-DATA_LOCK_TIMEOUT_S: float | None = None
-"""A run waits as long as the concurrent build of its data set takes (the builder's process
-ending, however, always frees the lock)."""
 # settings that change how preprocessing runs, not what it writes (its output is byte-identical
 # across executors and worker counts), so runs that differ only in them share one data set
 _EXECUTION_ONLY = {"workers", "executor", "dask_address"}
@@ -56,15 +53,8 @@ class RunDirBusy(RuntimeError):
 class PipelineRunPaths:
     """The files and folders of one pipeline run (see the module docstring for the layouts)."""
 
-    output_root: Path
-    run_id: str | None
     run_dir: Path
     data_dir: Path
-
-    @property
-    def run_lock(self) -> Path:
-        """Held for the whole run: a second run on ``run_dir`` is refused."""
-        return self.run_dir / RUN_LOCK_FILE
 
     @property
     def preflight_report(self) -> Path:
@@ -142,13 +132,10 @@ def data_cache_key(data: DataConfig, preprocessing: PreprocessConfig) -> str:
 def run_paths(config: PipelineConfig, run_dir: Path) -> PipelineRunPaths:
     """The paths of the run in ``run_dir`` (from :func:`resolve_run_dir`); with a run_id this
     hashes the input files for the shared data set's key."""
-    root = Path(config.output_root)
     if config.run_id is None:
-        data_dir = run_dir / DATA_DIR
-    else:
-        data_dir = root / DATA_DIR / data_cache_key(config.data, config.preprocessing)
-    run_id = None if config.run_id is None else run_dir.name
-    return PipelineRunPaths(root, run_id, run_dir, data_dir)
+        return PipelineRunPaths(run_dir, run_dir / DATA_DIR)
+    key = data_cache_key(config.data, config.preprocessing)
+    return PipelineRunPaths(run_dir, Path(config.output_root) / DATA_DIR / key)
 
 
 @contextmanager
@@ -183,11 +170,12 @@ def data_lock(paths: PipelineRunPaths, holder: str) -> Iterator[bool]:
 
     In the default layout the run directory's lock already excludes other writers.
     """
-    complete = (paths.data_dir / METADATA_FILE).is_file()
     if not paths.shared_data:
-        yield complete
+        yield (paths.data_dir / METADATA_FILE).is_file()
         return
-    with file_lock(paths.data_lock, timeout_s=DATA_LOCK_TIMEOUT_S, what=holder):
+    # no timeout: a run waits as long as the concurrent build takes (the builder's process
+    # ending, however it ends, frees the lock)
+    with file_lock(paths.data_lock, what=holder):
         yield (paths.data_dir / METADATA_FILE).is_file()
 
 

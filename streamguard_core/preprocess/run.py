@@ -215,11 +215,7 @@ class ExecutorError(OSError):
     """The configured executor cannot run (dask not installed, its scheduler unreachable)."""
 
 
-def _init_worker(
-    tokenizer_dir: str, cfg_json: str, in_pool: bool = True, parts: str = "all"
-) -> None:
-    if in_pool:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # the pool is the parallelism
+def _init_worker(tokenizer_dir: str, cfg_json: str, parts: str = "all") -> None:
     _WORKER["parts"] = parts
     stat = (Path(tokenizer_dir) / tokens.TOKENIZER_JSON).stat()
     key = (tokenizer_dir, cfg_json, stat.st_mtime_ns, stat.st_size)
@@ -439,6 +435,7 @@ def _char_spans(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _char_spans_loop(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
+    """:func:`_char_spans` for offsets in any order: the plain merge loop."""
     spans: list[tuple[int, int]] = []
     for start, end in kept_offsets.tolist():
         if spans and start <= spans[-1][1] + 1:
@@ -484,10 +481,10 @@ def process_functions(
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     cfg_json = cfg.model_dump_json()
     if executor == "dask":
-        return _dask_map(items, Path(tokenizer_dir), cfg, cfg_json, workers, progress, parts)[0]
+        return _dask_map(items, Path(tokenizer_dir), cfg, workers, progress, parts)[0]
     results: list[ChunkResult] = []
     if workers <= 1:
-        _init_worker(str(tokenizer_dir), cfg_json, in_pool=False, parts=parts)
+        _init_worker(str(tokenizer_dir), cfg_json, parts=parts)
         for chunk in _chunks(items, cfg.chunk_size):
             results.append(_process_chunk(chunk))
             if progress:
@@ -518,7 +515,7 @@ def _pool_token_task(
     tokenizer_dir: str, cfg_json: str, items: list[tuple[str, str | None]]
 ) -> _TokenPart:
     """A chunk's tokens in a pool worker (loads the tokenizer on its first chunk)."""
-    _init_worker(tokenizer_dir, cfg_json, in_pool=True)
+    _init_worker(tokenizer_dir, cfg_json)  # TOKENIZERS_PARALLELISM: set by _pool_init
     return _token_part(items, _WORKER["cfg"], _WORKER["tokenizer"], _WORKER["special"])
 
 
@@ -675,7 +672,6 @@ def _dask_map(
     items: list[tuple[str, str | None]],
     tokenizer_dir: Path,
     cfg: PreprocessConfig,
-    cfg_json: str,
     workers: int,
     progress: Callable[[int], None] | None,
     parts: str,
@@ -690,13 +686,13 @@ def _dask_map(
             f"streamguard-preprocess-{uuid.uuid4().hex}",
             (tokenizer_dir / tokens.TOKENIZER_JSON).read_text(encoding="utf-8"),
             tokens.special_ids(tokenizer_dir),
-            cfg_json,
+            cfg.model_dump_json(),
             parts,
         )
         [spec_future] = client.scatter([spec], broadcast=True)  # sent once per worker
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
         in_flight = max(2, 2 * threads)  # keeps every worker busy without shipping all text
-        results: list[ChunkResult | None] = [None] * len(chunks)
+        results: dict[int, ChunkResult] = {}
         pending = as_completed(loop=client.loop)
         position: dict[str, int] = {}
 
@@ -707,9 +703,9 @@ def _dask_map(
             position[future.key] = i
             pending.add(future)
 
-        for i in range(min(in_flight, len(chunks))):
-            submit(i)
         next_chunk = min(in_flight, len(chunks))
+        for i in range(next_chunk):
+            submit(i)
         for future in pending:
             i = position.pop(future.key)
             results[i] = future.result()  # a task's exception is raised here, as in the pool
@@ -719,10 +715,8 @@ def _dask_map(
             if next_chunk < len(chunks):
                 submit(next_chunk)
                 next_chunk += 1
-    done = [r for r in results if r is not None]
-    if len(done) != len(chunks):  # as_completed ends only when every future has: a bug
-        raise RuntimeError(f"Dask returned {len(done)} of {len(chunks)} chunks")
-    return done, threads
+    # as_completed ends only when every future has: every chunk is here
+    return [results[i] for i in range(len(chunks))], threads
 
 
 def _versions() -> dict[str, str]:
@@ -976,8 +970,7 @@ def process_stage(
         if pool is not None:
             chunks = pool.results(tok_dir, bar.update)
         elif cfg.executor == "dask":
-            cfg_json = cfg.model_dump_json()
-            chunks, workers = _dask_map(items, tok_dir, cfg, cfg_json, workers, bar.update, "all")
+            chunks, workers = _dask_map(items, tok_dir, cfg, workers, bar.update, "all")
         else:
             chunks = process_functions(items, tok_dir, cfg, workers, bar.update)
     return Processed(ordered, chunks, workers)

@@ -71,10 +71,7 @@ log = logging.getLogger("streamguard.distributed")
 
 T = TypeVar("T")
 
-# Launcher files in the run directory (the spec and the stop file are removed afterwards)
-SPEC_FILE = ".ddp_spec.json"
-STOP_FILE = ".ddp_stop"
-TORCHRUN_LOG = "torchrun.log"
+# The launcher's files in the run directory: RunPaths.ddp_spec, .ddp_stop, .torchrun_log
 POLL_S = 0.2
 # A rank waits this long at a collective for the others (rank 0 scoring valid alone included)
 COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=60)
@@ -236,7 +233,7 @@ class WorkerStop:
     forwards its own SIGTERM to the workers). The training loop all-reduces the answer."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.stop_file = Path(run_dir) / STOP_FILE
+        self.stop_file = RunPaths(run_dir).ddp_stop
         self.signalled = False
 
     def install(self) -> None:
@@ -360,9 +357,7 @@ def launch(
     device_type = check_devices(nproc, device)
     paths = RunPaths(spec.run_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    spec_file, stop_file, log_path = (
-        paths.root / SPEC_FILE, paths.root / STOP_FILE, paths.root / TORCHRUN_LOG,
-    )  # fmt: skip
+    spec_file, stop_file, log_path = paths.ddp_spec, paths.ddp_stop, paths.torchrun_log
     stop_file.unlink(missing_ok=True)
     spec_file.write_text(spec.model_dump_json())
     env = dict(os.environ)

@@ -109,6 +109,12 @@ def run_job(
     paths = RunPaths(spec.run_dir)
     neural = spec.model.kind in NEURAL_KINDS
     worker = distributed.worker_env()
+
+    def failed(exc: Exception, world_size: int = 1) -> RunStatus:
+        return RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed, status="failed",
+                         error=str(exc), backend=backend, device=device,
+                         run_dir=str(paths.root), world_size=world_size)  # fmt: skip
+
     nproc = spec.train.nproc_per_node
     if not neural and (nproc > 1 or worker is not None):
         log.warning(
@@ -128,22 +134,18 @@ def run_job(
         try:
             return distributed.launch(spec, device, on_epoch_end, should_stop, backend)
         except (ValueError, OSError) as exc:  # e.g. fewer GPUs than processes: the job fails
-            failed = RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
-                               status="failed", error=str(exc), backend=backend, device=device,
-                               run_dir=str(paths.root))  # fmt: skip
-            failed.write()
-            return failed
+            status = failed(exc)
+            status.write()
+            return status
     if worker is None:
         return _run_here(spec, device, on_epoch_end, should_stop, backend, None)
     try:
         ctx = distributed.init_worker(worker, device)
     except ValueError as exc:  # e.g. more processes than GPUs
-        failed = RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
-                           status="failed", error=str(exc), backend=backend, device=device,
-                           run_dir=str(paths.root), world_size=worker.world_size)  # fmt: skip
+        status = failed(exc, worker.world_size)
         if worker.rank == 0:
-            failed.write()
-        return failed
+            status.write()
+        return status
     try:
         return _run_here(spec, str(ctx.device), on_epoch_end, should_stop, backend, ctx)
     finally:

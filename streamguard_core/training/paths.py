@@ -72,6 +72,9 @@ class RunPaths:
         valid_predictions.jsonl  per-function probabilities on valid (fusion's valid inputs)
         oof_predictions.jsonl    a fold job's predictions on its held-out train fold
         collapse_report.json     only when the run collapsed
+        torchrun.log             a DDP run's torchrun and worker output (nproc_per_node > 1)
+        .ddp_spec.json           the job spec torchrun's workers read (removed afterwards)
+        .ddp_stop                a stop request to the DDP workers (removed afterwards)
     """
 
     root: Path
@@ -133,3 +136,15 @@ class RunPaths:
     @property
     def collapse_report(self) -> Path:
         return self.root / "collapse_report.json"
+
+    @property
+    def torchrun_log(self) -> Path:
+        return self.root / "torchrun.log"
+
+    @property
+    def ddp_spec(self) -> Path:
+        return self.root / ".ddp_spec.json"
+
+    @property
+    def ddp_stop(self) -> Path:
+        return self.root / ".ddp_stop"

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 import pytest
-from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, tiny_gnn
+from _aws_testkit import BUCKET, IMAGE_URI, ROLE_ARN, client, tiny_gnn
 from botocore.exceptions import ClientError
 
 from streamguard_core.aws.config import spec_hyperparameters
@@ -36,6 +36,7 @@ from streamguard_core.aws.jobs import (
 )
 from streamguard_core.aws.logs import LogsError, print_job_logs
 from streamguard_core.aws.s3 import list_keys, parse_s3_uri
+from streamguard_core.cli import main
 from streamguard_core.models.registry import load_detector
 
 pytestmark = pytest.mark.integration
@@ -93,8 +94,6 @@ def clients(sagemaker_endpoints):
 @pytest.fixture(scope="module")
 def finished_jobs(emulator, moto_server, data_uri, tmp_path_factory):
     """An uninterrupted and a spot-interrupted run of the same job, side by side."""
-    from _aws_testkit import client
-
     sm, s3 = client("sagemaker", emulator.url), client("s3", moto_server)
     logs = client("logs", moto_server)
     straight = _spec("emu-straight", data_uri)
@@ -186,8 +185,6 @@ def test_an_interrupted_job_resumes_from_s3_and_matches(finished_jobs, clients, 
 def test_the_container_output_is_in_cloudwatch_where_sagemaker_puts_it(
     finished_jobs, sagemaker_endpoints, emulator, capsys
 ):
-    from streamguard_core.cli import main
-
     # followed while it ran: the container's first line to its last, each once
     followed = finished_jobs["followed"].splitlines()
     attempt = emulator.jobs["emu-straight"].attempt_dirs[0]
@@ -209,8 +206,6 @@ def test_the_container_output_is_in_cloudwatch_where_sagemaker_puts_it(
 
 
 def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri, capsys):
-    from streamguard_core.cli import main
-
     sm, _ = clients
     spec = _spec(
         "emu-bad-hp", data_uri, {**spec_hyperparameters(tiny_gnn()), "learning_rate": "0.1"}
@@ -230,8 +225,6 @@ def test_a_failing_job_surfaces_its_failure_reason(clients, emulator, data_uri, 
 
 
 def test_a_missing_channel_fails_the_download(clients, emulator, moto_server):
-    from _aws_testkit import client
-
     sm, _ = clients
     spec = _spec("emu-no-data", f"s3://{BUCKET}/nothing-here/")
     create_training_job(sm, spec)

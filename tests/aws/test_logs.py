@@ -14,8 +14,8 @@ import io
 import time
 from typing import Any
 
-import boto3
 import pytest
+from _aws_testkit import REGION, client
 
 from streamguard_core.aws.logs import (
     LOG_GROUP,
@@ -26,27 +26,19 @@ from streamguard_core.aws.logs import (
 )
 from streamguard_core.cli import main
 
-REGION = "us-east-1"
+# `streamguard aws logs` run by ``main`` goes to the same moto server
+pytestmark = pytest.mark.usefixtures("endpoints")
 
 
 @pytest.fixture(scope="module")
 def aws(moto_server: str) -> tuple[Any, Any]:
     """Clients of the session's moto server, made once. Not an in-process ``mock_aws``: leaving
     one resets moto's global state, which the moto server of the other AWS tests shares."""
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
-    )
-    sm = session.client("sagemaker", endpoint_url=moto_server)
-    logs = session.client("logs", endpoint_url=moto_server)
+    sm, logs = client("sagemaker", moto_server), client("logs", moto_server)
     # the emulator's jobs may have made it already
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
         logs.create_log_group(logGroupName=LOG_GROUP)
     return sm, logs
-
-
-@pytest.fixture(autouse=True)
-def _commands_reach_moto(endpoints: str) -> None:
-    """`streamguard aws logs` run by ``main`` goes to the same moto server."""
 
 
 def _job(sm: Any, name: str) -> None:

@@ -189,8 +189,8 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
     assert [s.status for s in on_sagemaker] == ["completed"] * n_jobs, on_sagemaker
     for spec, here, there in zip(sm_specs, local, on_sagemaker, strict=True):
         assert (there.model, there.seed, there.backend) == (spec.name, spec.seed, "sagemaker")
-        assert RunStatus.model_validate_json((Path(spec.run_dir) / "run_status.json").read_text())
         run_dir, local_dir = Path(spec.run_dir), Path(here.run_dir)
+        assert RunStatus.model_validate_json((run_dir / "run_status.json").read_text())
         history = there.secondary_status or []
         if spec.model.kind == "baseline":  # no checkpoints: nothing to count an interruption by
             assert emulator.jobs[there.job_name].exit_codes == [0] and not there.resumed
@@ -219,14 +219,14 @@ def test_the_preset_runs_the_same_jobs_locally_and_on_sagemaker(
             != []
         )
         # the FULL spec each run recorded (model + train + seed, and the data) is the same
-        local_ran, sagemaker_ran = _spec_ran(Path(here.run_dir)), _spec_ran(Path(spec.run_dir))
+        local_ran, sagemaker_ran = _spec_ran(local_dir), _spec_ran(run_dir)
         assert sagemaker_ran == local_ran, spec.name
         assert sagemaker_ran["train"] == spec.train.model_dump(mode="json")
         assert sagemaker_ran["seed"] == spec.seed and sagemaker_ran["data_dir"] == str(data)
         # ... and the same code trained it: the same metrics, to the last digit
-        assert (Path(spec.run_dir) / "metrics.json").read_text() == (
-            Path(here.run_dir) / "metrics.json"
-        ).read_text(), spec.name
+        assert (run_dir / "metrics.json").read_text() == (local_dir / "metrics.json").read_text(), (
+            spec.name
+        )
         cost = there.cost or {}
         assert cost["instance_type"] == "ml.g4dn.xlarge" and cost["managed_spot"] is True
         assert cost["billable_time_s"] <= cost["training_time_s"] and cost["cost_usd"] > 0

@@ -36,7 +36,8 @@ from streamguard_core.aws.setup import (
 from streamguard_core.cli import main
 
 REGION = "eu-west-1"
-BUCKET = "sg-setup-test"
+# `streamguard aws setup` run by ``main`` goes to the same moto server
+pytestmark = pytest.mark.usefixtures("endpoints")
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +51,6 @@ def aws(moto_server: str) -> dict[str, Any]:
     return {
         name: session.client(name, endpoint_url=moto_server) for name in ("iam", "ecr", "s3", "sts")
     }
-
-
-@pytest.fixture(autouse=True)
-def _commands_reach_moto(endpoints: str) -> None:
-    """`streamguard aws setup` run by ``main`` goes to the same moto server."""
 
 
 def _clients(aws: dict[str, Any]) -> SetupClients:
@@ -83,6 +79,11 @@ def _cfg(name: str, **kw: Any) -> SetupConfig:
         region=REGION,
         **kw,
     )
+
+
+def _name_args(cfg: SetupConfig) -> tuple[str, ...]:
+    """The command's flags for ``cfg``'s names."""
+    return ("--bucket", cfg.bucket, "--role-name", cfg.role_name, "--repository", *cfg.repositories)
 
 
 def _exists(aws: dict[str, Any], cfg: SetupConfig) -> dict[str, bool]:
@@ -210,18 +211,7 @@ def test_setup_creates_the_role_repositories_and_bucket_then_a_rerun_changes_not
 
 def test_dry_run_plans_and_creates_nothing(aws, capsys, tmp_path: Path):
     cfg, snippet = _cfg("dry"), tmp_path / "sagemaker.yaml"
-    code, plan, err = _setup(
-        capsys,
-        "--bucket",
-        cfg.bucket,
-        "--role-name",
-        cfg.role_name,
-        "--repository",
-        *cfg.repositories,
-        "--dry-run",
-        "--write-config",
-        str(snippet),
-    )
+    code, plan, err = _setup(capsys, *_name_args(cfg), "--dry-run", "--write-config", str(snippet))
     assert code == 0 and plan["dry_run"] is True, err
     assert set(_states(plan).values()) == {"create"}
     assert not any(s["done"] for s in plan["steps"]) and plan["config_written"] is None
@@ -242,15 +232,7 @@ def test_a_role_that_sagemaker_may_not_assume_is_reported_and_nothing_changes(aw
         ],
     }
     aws["iam"].create_role(RoleName=cfg.role_name, AssumeRolePolicyDocument=json.dumps(ec2_only))
-    code, plan, err = _setup(
-        capsys,
-        "--bucket",
-        cfg.bucket,
-        "--role-name",
-        cfg.role_name,
-        "--repository",
-        *cfg.repositories,
-    )
+    code, plan, err = _setup(capsys, *_name_args(cfg))
     assert code == 1
     assert _states(plan)[f"IAM role {cfg.role_name}"] == "conflict"
     assert (

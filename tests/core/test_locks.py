@@ -3,7 +3,6 @@ and no stale lock after a killed holder."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
@@ -31,23 +30,13 @@ def _count_under_lock(lock: str, counter: str, times: int, barrier=None) -> None
             Path(counter).write_text(str(value + 1))
 
 
-def test_processes_take_turns_and_the_lock_file_goes(tmp_path):
+def test_processes_take_turns_and_the_lock_file_goes(tmp_path, race_processes):
     # each release deletes the lock file and each take re-creates it: the count proves that a
     # process that locked a just-deleted file never went on as if it held the lock
     lock, counter = tmp_path / "locks" / "c.lock", tmp_path / "counter"
     counter.write_text("0")
-    ctx = multiprocessing.get_context("forkserver")
     n, times = 4, 10
-    barrier = ctx.Barrier(n)
-    procs = [
-        ctx.Process(target=_count_under_lock, args=(str(lock), str(counter), times, barrier))
-        for _ in range(n)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * n
+    race_processes(_count_under_lock, [(str(lock), str(counter), times)] * n, 120)
     assert int(counter.read_text()) == n * times
     assert not lock.exists()  # released: deleted
 

@@ -28,19 +28,6 @@ def _quick(output_root: Path, **fields: object):
     return config.model_copy(update={"preprocessing": prep})
 
 
-def _flow_tree(flow_run_id) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-
-    with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])
-            )
-        )
-    return [flow_run_id, *[c.id for c in children]]
-
-
 def _preprocess_runs(flow_run_ids: list) -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -96,6 +83,7 @@ def test_two_retraining_runs_share_output_root_data_and_registry(prefect_harness
 
     from flows.monthly_retrain import monthly_retrain
     from streamguard_core.pipeline.registry import ModelRegistry
+    from tests.flows.test_pipeline import _subflow_ids
 
     out, registry_dir = tmp_path / "monthly", tmp_path / "registry"
     states: dict[str, object] = {}
@@ -129,7 +117,7 @@ def test_two_retraining_runs_share_output_root_data_and_registry(prefect_harness
     (shared,) = (dated / "data").iterdir()
     assert (shared / "preprocessing_metadata.json").is_file()
     # (the preprocess task runs in each retrain's pipeline subflow)
-    flow_runs = [i for s in states.values() for i in _flow_tree(s.state_details.flow_run_id)]
+    flow_runs = [i for s in states.values() for i in _subflow_ids(s.state_details.flow_run_id)]
     assert len(_preprocess_runs(flow_runs)) == 1
 
     files = {}

@@ -15,24 +15,14 @@ import httpx
 import pytest
 
 from flows.serve import load_token, main
-from streamguard_core.data.synthetic import generate_synthetic
-from streamguard_core.models.baseline import BaselineDetector
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 180
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    det = BaselineDetector()
-    det.fit([r.func for r in records], [r.label for r in records])
-    return det.save(tmp_path_factory.mktemp("model") / "baseline")
-
-
 def test_the_token_comes_from_the_secret_block(
-    prefect_harness, model_dir: Path, capsys: pytest.CaptureFixture[str]
+    prefect_harness, baseline_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import prefect.settings
     from prefect.blocks.system import Secret
@@ -40,11 +30,11 @@ def test_the_token_comes_from_the_secret_block(
     Secret(value="block-token-42").save("sg-serve-token", overwrite=True)
     Secret(value="  ").save("sg-serve-empty", overwrite=True)
     assert load_token("sg-serve-token") == "block-token-42"
-    assert main(["--model-dir", str(model_dir), "--token-block", "sg-no-such-block"]) == 2
+    assert main(["--model-dir", str(baseline_dir), "--token-block", "sg-no-such-block"]) == 2
     assert "Secret block 'sg-no-such-block' not found" in capsys.readouterr().err
-    assert main(["--model-dir", str(model_dir), "--token-block", "sg-serve-empty"]) == 2
+    assert main(["--model-dir", str(baseline_dir), "--token-block", "sg-serve-empty"]) == 2
     assert "is empty" in capsys.readouterr().err
-    assert main(["--model-dir", str(model_dir)]) == 2
+    assert main(["--model-dir", str(baseline_dir)]) == 2
     assert "give --token-block" in capsys.readouterr().err
 
     env = {**os.environ, "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value(),
@@ -52,7 +42,7 @@ def test_the_token_comes_from_the_secret_block(
            "STREAMGUARD_API_TOKEN": "env-token-loses"}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.serve", "--token-block", "sg-serve-token",
-         "--model-dir", str(model_dir), "--port", "0"],
+         "--model-dir", str(baseline_dir), "--port", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     first: list[str] = []

@@ -29,6 +29,8 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
+
     from scripts.postgres import LocalPostgres
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,6 +178,18 @@ class PrefectServer:
     def python(self, *args: str, timeout_s: float = 300.0, cwd: Path = REPO) -> str:
         """Run `python ARGS` (this interpreter) against this server."""
         return run_command([sys.executable, *args], self.env, cwd, timeout_s)
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[SyncPrefectClient]:
+        """A sync Prefect client for this server, whatever settings the test process has."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with (
+            temporary_settings(updates={PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            yield client
 
     def wait_for(
         self,

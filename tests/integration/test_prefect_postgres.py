@@ -13,12 +13,10 @@ Without PostgreSQL, the launcher's error names where it looked and how to instal
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +24,6 @@ import pytest
 
 if TYPE_CHECKING:  # the fixtures' types (conftest is not imported: pytest owns that module)
     from conftest import PrefectServer
-    from prefect.client.orchestration import SyncPrefectClient
 
     from scripts.postgres import LocalPostgres
 
@@ -69,19 +66,6 @@ async def main(client: int, flows: int, width: int, tag: str) -> None:
 
 asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
 """
-
-
-@contextlib.contextmanager
-def prefect_client(server: PrefectServer) -> Iterator[SyncPrefectClient]:
-    """A sync client for ``server``, whatever Prefect settings this test process started with."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with (
-        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        yield client
 
 
 def expected_result(base: int) -> int:
@@ -147,7 +131,7 @@ def test_concurrent_flow_runs_on_postgres(
     assert len(ids) == n_flows
 
     # what the server recorded: the same flow runs, Completed; every task run, Completed
-    with prefect_client(server) as client:
+    with server.client() as client:
         flow_runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
         )

@@ -15,7 +15,6 @@ Run it with ``pytest -m integration tests/integration`` (a few minutes on 2 CPU 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -52,19 +51,6 @@ def quick_parameters(output_root: Path) -> dict[str, Any]:
     return {"config": config}
 
 
-@contextlib.contextmanager
-def prefect_client(server: PrefectServer) -> Iterator[SyncPrefectClient]:
-    """A sync client for ``server``, whatever Prefect settings this test process started with."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with (
-        temporary_settings(updates={PREFECT_API_URL: server.api_url}),
-        get_client(sync_client=True) as client,
-    ):
-        yield client
-
-
 def deployment_names() -> list[str]:
     """The deployments prefect.yaml declares."""
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
@@ -83,7 +69,7 @@ def wait_for_final_state(server: PrefectServer, flow_run_id: str, timeout_s: flo
     """Poll the flow run through the client until it is in a final state; returns the run."""
 
     def final():
-        with prefect_client(server) as client:
+        with server.client() as client:
             run = client.read_flow_run(flow_run_id)
         return run if run.state and run.state.type.value in FINAL_STATES else None
 
@@ -175,7 +161,7 @@ def test_install_creates_everything_once_and_reruns_update(
 
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    with prefect_client(prefect_server) as client:
+    with prefect_server.client() as client:
         pools = {p.name: p.type for p in client.read_work_pools()}
         automations = [a.name for a in client.read_automations()]
         block = client.read_block_document_by_name(
@@ -199,7 +185,7 @@ def test_install_creates_everything_once_and_reruns_update(
 
 def client_limits(server: PrefectServer) -> list:
     """The server's global concurrency limits."""
-    with prefect_client(server) as client:
+    with server.client() as client:
         return client.read_global_concurrency_limits(limit=100, offset=0)
 
 
@@ -220,7 +206,7 @@ def test_install_fails_clearly_when_the_server_is_unreachable(prefect_server: Pr
 def test_every_deployment_is_on_the_server_with_its_pool_and_schedule(
     prefect_server: PrefectServer, deployed: list[str]
 ):
-    with prefect_client(prefect_server) as client:
+    with prefect_server.client() as client:
         deployments = {
             f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
         }
@@ -242,7 +228,7 @@ def test_quick_pipeline_completes_and_publishes_artifacts(prefect_server: Prefec
     )
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    with prefect_client(prefect_server) as client:
+    with prefect_server.client() as client:
         run_ids = flow_run_tree(client, str(run.id))
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids))

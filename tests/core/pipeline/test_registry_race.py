@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import multiprocessing
 
 import pytest
 
@@ -16,7 +15,7 @@ from streamguard_core.pipeline.registry import ModelRegistry
 F1S = [0.41, 0.77, 0.52, 0.93, 0.35, 0.66, 0.88]
 
 
-def _register_and_promote(root: str, model_dir: str, index: int, f1: float, barrier, out: str):
+def _register_and_promote(root: str, model_dir: str, index: int, f1: float, out: str, barrier):
     """One run's end: register its model, then promote it if it beats production."""
     registry = ModelRegistry(root)
     barrier.wait()  # every process starts registering at once
@@ -44,23 +43,11 @@ def tiny_model(tmp_path_factory):
     return detector.save(tmp_path_factory.mktemp("race_model") / "model")
 
 
-def test_concurrent_promotions_leave_the_best_in_production(tmp_path, tiny_model):
+def test_concurrent_promotions_leave_the_best_in_production(tmp_path, tiny_model, race_processes):
     root, out = tmp_path / "registry", tmp_path / "decisions"
     out.mkdir()
-    ctx = multiprocessing.get_context("forkserver")  # children forked from a clean server
-    barrier = ctx.Barrier(len(F1S))
-    procs = [
-        ctx.Process(
-            target=_register_and_promote,
-            args=(str(root), str(tiny_model), i, f1, barrier, str(out)),
-        )
-        for i, f1 in enumerate(F1S)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(180)
-    assert [p.exitcode for p in procs] == [0] * len(F1S)
+    runs = [(str(root), str(tiny_model), i, f1, str(out)) for i, f1 in enumerate(F1S)]
+    race_processes(_register_and_promote, runs, 180)
 
     registry = ModelRegistry(root)
     decisions = [json.loads((out / f"{i}.json").read_text()) for i in range(len(F1S))]

@@ -50,17 +50,9 @@ def test_risky_hits_match_a_plain_alternation(real_funcs):
     assert found > 1000
 
 
-def _char_spans_reference(kept_offsets: np.ndarray) -> list[tuple[int, int]]:
-    spans: list[tuple[int, int]] = []
-    for start, end in kept_offsets.tolist():
-        if spans and start <= spans[-1][1] + 1:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
-        else:
-            spans.append((start, end))
-    return spans
-
-
 def test_char_spans_match_the_merge_loop():
+    """The vectorised spans against the plain merge loop (``run._char_spans_loop``: the
+    reference, and what unordered offsets fall back to)."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         n = int(rng.integers(0, 40))
@@ -68,7 +60,7 @@ def test_char_spans_match_the_merge_loop():
         if rng.random() < 0.2:  # unordered or inverted offsets take the loop; same answer
             starts = rng.integers(0, 200, n)
         offsets = np.stack([starts, starts + rng.integers(-2, 12, n)], axis=1).astype(np.int32)
-        assert run._char_spans(offsets) == _char_spans_reference(offsets)
+        assert run._char_spans(offsets) == run._char_spans_loop(offsets)
 
 
 def _edges_reference(parents: list[list[int]], uses, flows):

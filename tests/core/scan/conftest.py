@@ -16,9 +16,7 @@ from typing import Any
 
 import pytest
 
-from streamguard_core.data.synthetic import generate_synthetic
 from streamguard_core.io import atomic_write_bytes, sha256_file
-from streamguard_core.models.baseline import BaselineDetector
 
 # The OASIS schema as bundled (MIT) by Microsoft's jest-sarif; never committed, see README.
 SARIF_SCHEMA_PACKAGE = "@microsoft/jest-sarif@1.0.0-beta.0"
@@ -120,10 +118,7 @@ def sarif_validator(sarif_schema: dict[str, Any]) -> Any:
     return cls(sarif_schema, format_checker=cls.FORMAT_CHECKER)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baseline detector trained on a few synthetic pairs, saved with threshold 0.5."""
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    det = BaselineDetector()
-    det.fit([r.func for r in records], [r.label for r in records])
-    return det.save(tmp_path_factory.mktemp("model") / "baseline")
+@pytest.fixture(scope="session")
+def model_dir(baseline_dir: Path) -> Path:
+    """The session's baseline detector (``baseline_dir``, tests/conftest.py); read only."""
+    return baseline_dir

@@ -1,4 +1,5 @@
-"""Security test fixtures: tiny real detectors of every kind, trained once per session."""
+"""Security test fixtures: tiny real detectors of every kind (trained once per session, in
+tests/conftest.py), a fusion model over two of them, and a hostile pickle."""
 
 from __future__ import annotations
 
@@ -10,15 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from streamguard_core.config import GNNConfig, TrainConfig, TrainJobSpec, TransformerConfig
-
 # the collectors' scripted 127.0.0.1 server, its recorded sleeps, and no egress (autouse)
 from tests.core.collect.conftest import fault_server, no_egress, sleeps  # noqa: F401
-
-TINY = {
-    "gnn": GNNConfig(hidden_dim=8, num_layers=2, node_token_dim=4),
-    "transformer": TransformerConfig(hidden_size=16, num_layers=2),
-}
 
 
 class MarkerPayload:
@@ -37,31 +31,26 @@ def malicious_pickle(marker: Path) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def trusted_models(make_processed, tmp_path_factory) -> dict[str, Path]:
-    """Model directories of a baseline, a GNN and a transformer (1 epoch, tiny), and a fusion
-    model over the baseline and the GNN (its combiner saved untrained)."""
+def trusted_models(tiny_model, baseline_dir, tmp_path_factory) -> dict[str, Path]:
+    """Model directories of a baseline, a GNN and a transformer (the session's tiny models of
+    tests/conftest.py), and a fusion model over the baseline and the GNN (its combiner saved
+    untrained)."""
     from streamguard_core.config import FusionConfig
-    from streamguard_core.data.synthetic import generate_synthetic
-    from streamguard_core.models.baseline import BaselineDetector
     from streamguard_core.models.fusion import FusionNet, save_fusion
-    from streamguard_core.training.job import run_job
 
-    root = tmp_path_factory.mktemp("trusted")
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    baseline = BaselineDetector()
-    baseline.fit([r.func for r in records], [r.label for r in records])
-    models = {"baseline": baseline.save(root / "baseline")}
-    data = make_processed(pairs=5, vocab_size=400, max_seq_len=96)
-    for kind, cfg in TINY.items():
-        spec = TrainJobSpec(model=cfg, seed=7, data_dir=str(data), run_dir=str(root / kind),
-                            train=TrainConfig(epochs=1, batch_size=8, num_threads=1))  # fmt: skip
-        status = run_job(spec)
-        assert status.status == "completed", status.error
-        models[kind] = root / kind / "model"
+    models = {
+        "baseline": baseline_dir,
+        "gnn": tiny_model("gcn"),
+        "transformer": tiny_model("transformer"),
+    }
     bases = {"baseline": models["baseline"], "gnn": models["gnn"]}
     fusion_cfg = FusionConfig()
     models["fusion"] = save_fusion(
-        FusionNet(2, fusion_cfg.hidden_dim), fusion_cfg, root / "fusion", {"threshold": 0.5}, bases
+        FusionNet(2, fusion_cfg.hidden_dim),
+        fusion_cfg,
+        tmp_path_factory.mktemp("trusted") / "fusion",
+        {"threshold": 0.5},
+        bases,
     )
     return models
 

@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 
 from streamguard_core.config import ServeConfig
-from streamguard_core.data.synthetic import generate_synthetic
-from streamguard_core.models.baseline import BaselineDetector
 
 START_TIMEOUT_S = 60
 
@@ -29,12 +27,9 @@ def _no_egress(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baseline detector trained on a few synthetic pairs (a second of work)."""
-    records = generate_synthetic(pairs_per_cwe=4, seed=3)
-    det = BaselineDetector()
-    det.fit([r.func for r in records], [r.label for r in records])
-    return det.save(tmp_path_factory.mktemp("model") / "baseline")
+def model_dir(baseline_dir: Path) -> Path:
+    """The session's baseline detector (``baseline_dir``, tests/conftest.py); read only."""
+    return baseline_dir
 
 
 @contextmanager

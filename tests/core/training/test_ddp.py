@@ -36,13 +36,8 @@ from streamguard_core.config import (
     TransformerConfig,
 )
 from streamguard_core.io import read_jsonl
-from streamguard_core.training.checkpoint import save_checkpoint
-from streamguard_core.training.distributed import (
-    STOP_FILE,
-    EpochForwarder,
-    shard_batch,
-    worker_env,
-)
+from streamguard_core.training.checkpoint import load_checkpoint, save_checkpoint
+from streamguard_core.training.distributed import EpochForwarder, shard_batch, worker_env
 from streamguard_core.training.job import read_run_status, run_job
 from streamguard_core.training.paths import RunPaths
 
@@ -152,7 +147,7 @@ def _run_ranks(spec: TrainJobSpec, world: int = 2, stop_rank: int | None = None,
 
 
 def _state(run_dir: Path) -> dict:
-    return torch.load(RunPaths(run_dir).latest / "state.pt", weights_only=True)
+    return load_checkpoint(RunPaths(run_dir).latest)
 
 
 def _assert_same_weights(one: Path, other: Path) -> None:
@@ -249,15 +244,16 @@ def test_a_sagemaker_job_trains_with_torchrun_like_one_process(
     monkeypatch.setenv("SM_BASE_DIR", str(base))
     monkeypatch.setenv("SM_NUM_GPUS", "0")
     run_dir = base / "checkpoints" / "run"
+    paths = RunPaths(run_dir)
     code = main([])
-    log = (run_dir / "torchrun.log").read_text() if (run_dir / "torchrun.log").exists() else ""
+    log = paths.torchrun_log.read_text() if paths.torchrun_log.exists() else ""
     assert code == 0, log[-3000:]
     status = json.loads((base / "model" / "run_status.json").read_text())
     assert (status["status"], status["world_size"], status["backend"]) == (
         "completed", 2, "sagemaker",
     )  # fmt: skip
     _assert_same_run(one_process("gnn"), run_dir)
-    assert not (run_dir / STOP_FILE).exists() and not list(run_dir.glob(".ddp_spec*"))
+    assert not paths.ddp_stop.exists() and not list(run_dir.glob(paths.ddp_spec.name + "*"))
 
 
 def test_the_launcher_hands_on_each_new_epoch_row(tmp_path):

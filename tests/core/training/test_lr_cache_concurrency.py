@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -35,21 +34,11 @@ def _run(cache_dir: str, calls_dir: str, out: str, barrier) -> None:
     atomic_write_json(Path(out) / f"{os.getpid()}.json", result.to_dict())
 
 
-def test_concurrent_runs_with_one_key_compute_it_once(tmp_path):
+def test_concurrent_runs_with_one_key_compute_it_once(tmp_path, race_processes):
     cache, calls, out = tmp_path / "lr_cache", tmp_path / "calls", tmp_path / "out"
     calls.mkdir()
     out.mkdir()
-    ctx = multiprocessing.get_context("forkserver")
-    barrier = ctx.Barrier(N_RUNS)
-    procs = [
-        ctx.Process(target=_run, args=(str(cache), str(calls), str(out), barrier))
-        for _ in range(N_RUNS)
-    ]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0] * N_RUNS
+    race_processes(_run, [(str(cache), str(calls), str(out))] * N_RUNS, 120)
 
     computed = [p.name for p in calls.iterdir()]
     assert len(computed) == 1, f"{len(computed)} processes ran the range test"
