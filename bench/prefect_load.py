@@ -270,19 +270,14 @@ def child_main(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def base_env() -> dict[str, str]:
-    """This environment without Prefect settings, no telemetry, loopback without a proxy."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    )
+def bench_env(home: Path, api_url: str | None = None, **settings: str) -> dict[str, str]:
+    """:func:`scripts.loopback.prefect_env` for the server and the clients, offline, with this
+    checkout importable and one torch thread unless ``OMP_NUM_THREADS`` is set (``settings``
+    last)."""
+    from scripts.loopback import RUNNER_ENV, prefect_env
+
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = prefect_env(home, api_url, **{**RUNNER_ENV, "PYTHONPATH": pythonpath, **settings})
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
@@ -348,22 +343,16 @@ class PrefectServer:
         (migrations run on the first start)."""
         import httpx
 
-        from scripts.postgres import free_port
+        from scripts.loopback import free_port
 
         home = root / "server_home"
         home.mkdir(parents=True)
         port = free_port()
-        env = base_env()
-        env.update(
-            PREFECT_HOME=str(home),
-            PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-            PREFECT_SERVER_UI_API_URL=f"http://127.0.0.1:{port}/api",
-        )
-        if database_url:
-            env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+        settings = {"PREFECT_API_DATABASE_CONNECTION_URL": database_url} if database_url else {}
         # log the database errors Prefect answers with a 503 (SQLite's "database is locked")
-        env["PREFECT_SERVER_LOG_RETRYABLE_ERRORS"] = "true"
-        env.update(extra_env or {})
+        settings["PREFECT_SERVER_LOG_RETRYABLE_ERRORS"] = "true"
+        settings.update(extra_env or {})
+        env = bench_env(home, f"http://127.0.0.1:{port}/api", **settings)
         log = root / "prefect-server.log"
         t0 = time.monotonic()
         command = [str(BIN_DIR / "prefect"), "server", "start", "--host", "127.0.0.1"]
@@ -416,11 +405,8 @@ def start_clients(
         name = f"{tag}-{i:03d}"
         client_root = root / "clients" / f"{i:03d}"
         (client_root / "home").mkdir(parents=True)
-        env = base_env()
-        env.update(
-            PREFECT_HOME=str(client_root / "home"),
-            PREFECT_API_URL=server.api_url,
-            PREFECT_LOGGING_LEVEL="INFO",
+        env = bench_env(
+            client_root / "home", PREFECT_API_URL=server.api_url, PREFECT_LOGGING_LEVEL="INFO"
         )
         command = [
             sys.executable,

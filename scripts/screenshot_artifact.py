@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,15 +37,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # scripts.loopback, and tasks/ for the flow
 N_ITEMS = 500
 SERVER_START_TIMEOUT_S = 300.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_chromium() -> str:
@@ -163,6 +156,8 @@ def browse(chromium: str, url: str, work: Path, size: str, *args: str) -> bytes:
 
 def main() -> int:
     """Start the server, publish, screenshot, report; always stop the server."""
+    from scripts.loopback import free_port, prefect_env
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="/tmp/comparison_artifact.png", help="screenshot path")
     parser.add_argument("--window-size", default="1400,4800", help="browser window W,H")
@@ -174,16 +169,7 @@ def main() -> int:
     api_url = f"http://127.0.0.1:{port}/api"
     home = work / "prefect_home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_UI_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-    )
+    env = prefect_env(home, api_url)
     log = work / "prefect-server.log"
     prefect = Path(sys.executable).parent / "prefect"
     with open(log, "wb") as out:
@@ -196,7 +182,6 @@ def main() -> int:
         wait_healthy(api_url, server, log)
         os.environ.clear()
         os.environ.update(env)  # this process's flow talks to that server
-        sys.path.insert(0, str(REPO))
         artifact_id = publish(work)
         url = f"http://127.0.0.1:{port}/artifacts/artifact/{artifact_id}"
         screenshot = Path(args.out).resolve()

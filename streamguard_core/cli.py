@@ -65,6 +65,18 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
+def subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The subcommands of ``parser`` (its ``add_subparsers`` action), to add another one to.
+
+    Raises:
+        ValueError: ``parser`` has no subcommands.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise ValueError(f"{parser.prog}: has no subcommands")
+
+
 # --------------------------------------------------------------------------- config flags
 
 

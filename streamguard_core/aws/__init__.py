@@ -4,7 +4,8 @@ Nothing here imports Prefect (the orchestration layer resolves credentials into 
 ``Session`` and passes clients in) and nothing imports boto3 or torch at module level, so the
 package imports cheaply wherever the core does.
 
-* :mod:`~streamguard_core.aws.config` settings, the ``spec`` hyperparameter, prices, ``redact``
+* :mod:`~streamguard_core.aws.config` settings, the ``spec`` hyperparameter, prices, ``redact``,
+  ``error_code``
 * :mod:`~streamguard_core.aws.entrypoint` the container's ``streamguard-sagemaker-train``: /opt/ml
   mapped onto the job spec, then the same ``run_job`` a local run calls
 * :mod:`~streamguard_core.aws.jobs` create / wait / stop jobs, download models, cost, budget

@@ -8,6 +8,7 @@
 * :data:`INSTANCE_PRICES_USD_PER_HOUR` an approximate on-demand price table (override it with
   ``SageMakerConfig.prices``).
 * :func:`redact` hides secrets before a mapping is logged or saved.
+* :func:`error_code` / :func:`error_message` what AWS said in a botocore ``ClientError``.
 
 Nothing here holds credentials: they come from the default boto3 chain or a Prefect
 ``AwsCredentials`` block resolved by the orchestration layer.
@@ -92,6 +93,21 @@ def redact(mapping: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return clean(mapping)
+
+
+def _error(exc: BaseException) -> Mapping[str, Any]:
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error") or {}
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``"NoSuchKey"``); "" when it has none."""
+    return str(_error(exc).get("Code") or "")
+
+
+def error_message(exc: BaseException) -> str:
+    """The AWS error message of a botocore ``ClientError``; ``str(exc)`` when it has none."""
+    return str(_error(exc).get("Message") or exc)
 
 
 def spec_hyperparameters(spec: TrainJobSpec) -> dict[str, str]:

@@ -40,9 +40,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from streamguard_core.aws.config import redact
+from streamguard_core.aws.config import error_code, error_message, redact
 from streamguard_core.aws.s3 import s3_uri
 from streamguard_core.config import ServeConfig
+from streamguard_core.models.registry import MODEL_CARD
 from streamguard_core.serve.cli import SERVE_CONFIG_ENV
 
 log = logging.getLogger("streamguard.aws.deploy")
@@ -213,9 +214,9 @@ def pack_model(model_dir: str | Path, archive: str | Path) -> str:
         DeployError: ``model_dir`` is not a model directory.
     """
     root = Path(model_dir)
-    card = root / "model_card.json"
+    card = root / MODEL_CARD
     if not card.is_file():
-        raise DeployError(f"{root}: not a model directory (no model_card.json)")
+        raise DeployError(f"{root}: not a model directory (no {MODEL_CARD})")
     files = sorted(
         p for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
@@ -251,7 +252,7 @@ def upload_model(s3: Any, model_dir: str | Path, bucket: str, prefix: str) -> st
             s3.head_object(Bucket=bucket, Key=key)
             log.info("model.tar.gz of %s already at s3://%s/%s", model_dir, bucket, key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
             s3.upload_file(str(archive), bucket, key)
             log.info("uploaded %s as s3://%s/%s", model_dir, bucket, key)
@@ -272,15 +273,9 @@ def resource_names(cfg: DeployConfig, model_data_url: str) -> tuple[str, str]:
     return model, config
 
 
-def _error(exc: Exception) -> tuple[str, str]:
-    response = getattr(exc, "response", None) or {}
-    error = response.get("Error", {})
-    return str(error.get("Code", "")), str(error.get("Message", exc))
-
-
 def _exists(exc: Exception) -> bool:
-    code, message = _error(exc)
-    return code in ("ValidationException", "ResourceInUse") and "already exist" in message
+    already = "already exist" in error_message(exc)
+    return error_code(exc) in ("ValidationException", "ResourceInUse") and already
 
 
 def describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
@@ -290,8 +285,7 @@ def describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
     try:
         return dict(sm.describe_endpoint(EndpointName=name))
     except ClientError as exc:
-        code, message = _error(exc)
-        if code == "ValidationException" and "Could not find" in message:
+        if error_code(exc) == "ValidationException" and "Could not find" in error_message(exc):
             return None
         raise
 
@@ -315,8 +309,9 @@ def _create_model(sm: Any, cfg: DeployConfig, name: str, model_data_url: str) ->
         sm.create_model(**request)
     except ClientError as exc:
         if not _exists(exc):
-            code, message = _error(exc)
-            raise DeployError(f"CreateModel {name} failed: {code}: {message}") from exc
+            raise DeployError(
+                f"CreateModel {name} failed: {error_code(exc)}: {error_message(exc)}"
+            ) from exc
         log.info("model %s already exists (same content): reused", name)
 
 
@@ -341,8 +336,9 @@ def _create_endpoint_config(sm: Any, cfg: DeployConfig, name: str, model: str) -
         sm.create_endpoint_config(**request)
     except ClientError as exc:
         if not _exists(exc):
-            code, message = _error(exc)
-            raise DeployError(f"CreateEndpointConfig {name} failed: {code}: {message}") from exc
+            raise DeployError(
+                f"CreateEndpointConfig {name} failed: {error_code(exc)}: {error_message(exc)}"
+            ) from exc
         log.info("endpoint config %s already exists (same settings): reused", name)
 
 
@@ -439,9 +435,8 @@ def deploy(
             sm.update_endpoint(EndpointName=name, EndpointConfigName=config_name)
             log.info("updating endpoint %s to %s", name, config_name)
     except ClientError as exc:
-        code, message = _error(exc)
         op = "UpdateEndpoint" if updated else "CreateEndpoint"
-        raise DeployError(f"{op} {name} failed: {code}: {message}") from exc
+        raise DeployError(f"{op} {name} failed: {error_code(exc)}: {error_message(exc)}") from exc
     desc = wait_for_endpoint(sm, name, config_name, cfg.wait_timeout_s, cfg.poll_s,
                              update=updated, sleep=sleep)  # fmt: skip
     return DeployResult(
@@ -503,11 +498,12 @@ def invoke(
             EndpointName=name, Body=body, ContentType=kind, Accept="application/json"
         )
     except ClientError as exc:
-        code, message = _error(exc)
         original = exc.response.get("OriginalStatusCode")
-        detail = exc.response.get("OriginalMessage") or message
+        detail = exc.response.get("OriginalMessage") or error_message(exc)
         status = f" (container status {original})" if original else ""
-        raise DeployError(f"InvokeEndpoint {name} failed: {code}{status}: {detail}") from exc
+        raise DeployError(
+            f"InvokeEndpoint {name} failed: {error_code(exc)}{status}: {detail}"
+        ) from exc
     return dict(json.loads(response["Body"].read()))
 
 
@@ -516,9 +512,9 @@ def invoke(
 
 def add_deploy_parsers(aws: argparse.ArgumentParser) -> None:
     """Add ``aws deploy``, ``aws invoke`` and ``aws undeploy`` to the ``aws`` command."""
-    from streamguard_core.cli import _Formatter, add_config_flags
+    from streamguard_core.cli import _Formatter, add_config_flags, subcommands
 
-    sub = next(a for a in aws._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subcommands(aws)
     dep = sub.add_parser(
         "deploy",
         help="deploy a saved detector as a SageMaker real-time endpoint",
@@ -582,18 +578,14 @@ def _fail(message: str) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     """``streamguard aws deploy``: 0 InService, 1 failed, 2 invalid settings."""
     from botocore.exceptions import BotoCoreError, ClientError
-    from pydantic import ValidationError
 
-    from streamguard_core.cli import _validation_message, config_values
+    from streamguard_core.cli import config_values
     from streamguard_core.scan.cli import resolve_model_dir
 
-    try:
-        container = ServeConfig(**{"timeout_s": CONTAINER_TIMEOUT_S,
-                                   **config_values(args, "container")})  # fmt: skip
-        cfg = DeployConfig(**config_values(args, "deploy"), container=container)
-    except ValidationError as exc:
-        print(_validation_message(exc), file=sys.stderr)
-        return 2
+    # invalid settings: cli.main prints the ValidationError (redacted) and returns 2
+    container = ServeConfig(**{"timeout_s": CONTAINER_TIMEOUT_S,
+                               **config_values(args, "container")})  # fmt: skip
+    cfg = DeployConfig(**config_values(args, "deploy"), container=container)
     try:
         model_dir = resolve_model_dir(args.model_dir, args.registry)
         session = _session(cfg.region, args.profile)

@@ -77,7 +77,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from streamguard_core.aws.config import MAX_HYPERPARAMETER_CHARS, MAX_RUNTIME_LIMIT_S
+from streamguard_core.aws.config import (
+    MAX_HYPERPARAMETER_CHARS,
+    MAX_RUNTIME_LIMIT_S,
+    error_code,
+)
 from streamguard_core.aws.deploy import ECR_IMAGE
 from streamguard_core.aws.logs import LOG_GROUP
 from streamguard_core.aws.s3 import DirSync, download_prefix, parse_s3_uri
@@ -913,7 +917,7 @@ class _LogShipper:
             try:
                 self.logs.create_log_group(logGroupName=self.group)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+                if error_code(exc) != "ResourceAlreadyExistsException":
                     raise
             self.logs.create_log_stream(logGroupName=self.group, logStreamName=self.stream)
         except Exception as exc:

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from streamguard_core.aws.config import (
     INSTANCE_PRICES_USD_PER_HOUR,
     MAX_RUNTIME_LIMIT_S,
+    error_code,
     redact,
 )
 from streamguard_core.aws.s3 import parse_s3_uri
@@ -233,7 +234,7 @@ def create_training_job(sm: Any, spec: SageMakerJobSpec) -> str:
     try:
         arn = sm.create_training_job(**request)["TrainingJobArn"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ResourceInUse":
+        if error_code(exc) != "ResourceInUse":
             raise
         arn = sm.describe_training_job(TrainingJobName=spec.job_name)["TrainingJobArn"]
         log.info("training job %s already exists (%s); not submitted again", spec.job_name, arn)
@@ -343,8 +344,7 @@ def stop_training_job(sm: Any, job_name: str) -> None:
     try:
         sm.stop_training_job(TrainingJobName=job_name)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code != "ValidationException":  # e.g. "job is in status Completed"
+        if error_code(exc) != "ValidationException":  # e.g. "job is in status Completed"
             raise
         log.info("training job %s not stopped: %s", job_name, exc)
 
@@ -385,7 +385,7 @@ def download_output(s3: Any, model_artifacts_uri: str, dest: str | Path) -> Path
         try:
             s3.download_file(bucket, key, str(archive))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+            if error_code(exc) not in ("404", "NoSuchKey"):
                 raise
             return None
         safe_extract(archive, dest)

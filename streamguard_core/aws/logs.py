@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from streamguard_core.aws.config import error_code, error_message
+
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -60,10 +62,6 @@ def parse_since(value: str, now: dt.datetime | None = None) -> int:
     return int(start.timestamp() * 1000)
 
 
-def _code(exc: Exception) -> str:
-    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-
-
 def describe_job(sm: Any, job_name: str) -> dict[str, Any]:
     """DescribeTrainingJob, with an unknown name as a :class:`LogsError`."""
     from botocore.exceptions import ClientError
@@ -73,9 +71,9 @@ def describe_job(sm: Any, job_name: str) -> dict[str, Any]:
     except ClientError as exc:
         # SageMaker answers an unknown name with a ValidationException "Requested resource not
         # found"; a malformed one with another ValidationException
-        if _code(exc) in ("ValidationException", "ResourceNotFound"):
+        if error_code(exc) in ("ValidationException", "ResourceNotFound"):
             region = getattr(getattr(sm, "meta", None), "region_name", None) or "this region"
-            said = exc.response.get("Error", {}).get("Message") or str(exc)
+            said = error_message(exc)
             raise LogsError(
                 f"no SageMaker training job {job_name!r} in {region} ({said}); the job names "
                 "of a pipeline run are in its sagemaker_jobs.json and each seed's "
@@ -96,7 +94,7 @@ def job_streams(logs: Any, job_name: str) -> list[dict[str, Any]]:
         for page in pages:
             streams.extend(page.get("logStreams", []))
     except ClientError as exc:
-        if _code(exc) == "ResourceNotFoundException":  # no job in this region has logged yet
+        if error_code(exc) == "ResourceNotFoundException":  # no job in this region has logged yet
             return []
         raise
     return sorted(streams, key=lambda s: (s.get("creationTime", 0), s["logStreamName"]))
@@ -226,9 +224,9 @@ def _no_stream(job_name: str, desc: dict[str, Any]) -> str:
 
 def add_logs_parser(aws: argparse.ArgumentParser) -> None:
     """Add ``aws logs`` to the ``aws`` command."""
-    from streamguard_core.cli import _Formatter
+    from streamguard_core.cli import _Formatter, subcommands
 
-    sub = next(a for a in aws._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subcommands(aws)
     cmd = sub.add_parser(
         "logs",
         help="print a training job's CloudWatch log stream(s); --follow until it ends",

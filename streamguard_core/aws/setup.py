@@ -43,6 +43,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from streamguard_core.aws.config import error_code
+
 SAGEMAKER_PRINCIPAL = "sagemaker.amazonaws.com"
 ACCESS_POLICY_NAME = "streamguard-sagemaker-access"
 RULE_CHECKPOINTS = "streamguard-expire-checkpoints"
@@ -189,11 +191,6 @@ class SetupPlan:
 
 class SetupConflict(RuntimeError):
     """Something that exists stands in the way; nothing was changed."""
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def trust_policy() -> dict[str, Any]:
@@ -375,7 +372,7 @@ def _plan_role(
     try:
         found = c.iam.get_role(RoleName=cfg.role_name)["Role"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
         return [
             Step(role, "create", f"trusted by {SAGEMAKER_PRINCIPAL}", create_role),
@@ -390,7 +387,7 @@ def _plan_role(
     try:
         current = c.iam.get_role_policy(RoleName=cfg.role_name, PolicyName=ACCESS_POLICY_NAME)
     except ClientError as exc:
-        if _code(exc) != "NoSuchEntity":
+        if error_code(exc) != "NoSuchEntity":
             raise
         steps.append(
             Step(inline, "create", "S3 bucket prefix, ECR pull, CloudWatch Logs", put_policy)
@@ -428,7 +425,7 @@ def _plan_repositories(c: SetupClients, cfg: SetupConfig) -> list[Step]:
         try:
             found = c.ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
         except ClientError as exc:
-            if _code(exc) != "RepositoryNotFoundException":
+            if error_code(exc) != "RepositoryNotFoundException":
                 raise
             steps.append(Step(f"ECR repository {name}", "create", "scan on push", create))
             continue
@@ -492,7 +489,7 @@ def _plan_bucket(c: SetupClients, cfg: SetupConfig, region: str) -> list[Step]:
     try:
         c.s3.head_bucket(Bucket=cfg.bucket)
     except ClientError as exc:
-        code = _code(exc)
+        code = error_code(exc)
         if code in ("403", "AccessDenied", "Forbidden"):
             return [
                 Step(
@@ -526,7 +523,7 @@ def _plan_bucket(c: SetupClients, cfg: SetupConfig, region: str) -> list[Step]:
     try:
         current = c.s3.get_public_access_block(Bucket=cfg.bucket)["PublicAccessBlockConfiguration"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchPublicAccessBlockConfiguration":
+        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
             raise
         current = {}
     if all(current.get(k) for k in blocked):
@@ -539,7 +536,7 @@ def _plan_bucket(c: SetupClients, cfg: SetupConfig, region: str) -> list[Step]:
             "Rules"
         ]
     except ClientError as exc:
-        if _code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
+        if error_code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
             raise
         rules = []
     algorithms = [
@@ -557,7 +554,7 @@ def _plan_bucket(c: SetupClients, cfg: SetupConfig, region: str) -> list[Step]:
     try:
         existing = c.s3.get_bucket_lifecycle_configuration(Bucket=cfg.bucket)["Rules"]
     except ClientError as exc:
-        if _code(exc) != "NoSuchLifecycleConfiguration":
+        if error_code(exc) != "NoSuchLifecycleConfiguration":
             raise
         existing = []
     ids = {r["ID"] for r in ours}
@@ -650,9 +647,9 @@ _DRY = {
 
 def add_setup_parser(aws: argparse.ArgumentParser) -> None:
     """Add ``aws setup`` to the ``aws`` command."""
-    from streamguard_core.cli import _Formatter, add_config_flags
+    from streamguard_core.cli import _Formatter, add_config_flags, subcommands
 
-    sub = next(a for a in aws._actions if isinstance(a, argparse._SubParsersAction))
+    sub = subcommands(aws)
     setup = sub.add_parser(
         "setup",
         help="create the SageMaker execution role, ECR repositories and S3 bucket (idempotent)",

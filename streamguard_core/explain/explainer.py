@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamguard_core.data.loaders import DataError
+from streamguard_core.models.registry import MODEL_CARD
 
 PROGRESS_MIN_FUNCTIONS = 48
 """Below this many functions a progress bar is noise."""
@@ -92,9 +93,9 @@ def model_kind(model_dir: str | Path) -> str:
     Raises:
         DataError: ``model_dir`` has no ``model_card.json``.
     """
-    card = Path(model_dir) / "model_card.json"
+    card = Path(model_dir) / MODEL_CARD
     if not card.exists():
-        raise DataError(f"{model_dir}: not a model directory (no model_card.json)")
+        raise DataError(f"{model_dir}: not a model directory (no {MODEL_CARD})")
     return str(json.loads(card.read_text()).get("kind"))
 
 

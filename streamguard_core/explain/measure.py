@@ -50,6 +50,7 @@ import numpy as np
 
 from streamguard_core.data.loaders import DataError
 from streamguard_core.explain.lines import code_lines, line_starts
+from streamguard_core.models.registry import MODEL_CARD
 
 TOP_KS: tuple[int, ...] = (1, 3, 5, 10)
 """The k of the top-k accuracies (LineVul reports 1, 3, 5 and 10; 10 is the headline)."""
@@ -449,9 +450,9 @@ def parse_model_spec(text: str) -> ModelSpec:
     if not sep:
         name, directory = "", text
     path = Path(directory)
-    card_path = path / "model_card.json"
+    card_path = path / MODEL_CARD
     if not card_path.exists():
-        raise DataError(f"{path}: not a model directory (no model_card.json)")
+        raise DataError(f"{path}: not a model directory (no {MODEL_CARD})")
     if not name:
         card = json.loads(card_path.read_text())
         name = str((card.get("config") or {}).get("name") or card.get("kind") or path.name)

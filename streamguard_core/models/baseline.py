@@ -22,10 +22,10 @@ from streamguard_core.config import BaselineConfig, ThresholdObjective
 from streamguard_core.evaluation.metrics import classification_metrics, tune_threshold
 from streamguard_core.io import atomic_write_json
 from streamguard_core.models.code_metrics import TreeEnsemble, metrics_matrix
+from streamguard_core.models.registry import MODEL_CARD
 
 # identifiers, numbers, multi-character operators, then any other single symbol
 CODE_TOKEN_PATTERN = r"[A-Za-z_]\w*|\d+|->|\+\+|--|<<=?|>>=?|[<>!=]=|&&|\|\||[^\s\w]"
-MODEL_CARD = "model_card.json"
 TREES_FILE = "trees.npz"
 
 

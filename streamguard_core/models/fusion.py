@@ -30,8 +30,8 @@ from torch import nn
 
 from streamguard_core.config import FusionConfig
 from streamguard_core.io import atomic_write_json
+from streamguard_core.models.registry import MODEL_CARD
 
-MODEL_CARD = "model_card.json"
 WEIGHTS = "fusion.safetensors"
 BASES = "bases"
 _EPS = 1e-5

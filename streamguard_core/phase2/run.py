@@ -23,8 +23,8 @@ import numpy as np
 from streamguard_core.config import FieldMap, Phase2Config, PipelineConfig, seed_dir
 from streamguard_core.evaluation.compare import discover_runs
 from streamguard_core.io import read_jsonl
+from streamguard_core.models.registry import MODEL_CARD
 from streamguard_core.phase2.score import completed_seeds, score_runs
-from streamguard_core.pipeline.registry import MODEL_CARD
 from streamguard_core.training.paths import RunPaths
 
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from streamguard_core.config import seed_dir
 from streamguard_core.evaluation.compare import model_seeds
-from streamguard_core.models.registry import load_detector
-from streamguard_core.pipeline.registry import MODEL_CARD
+from streamguard_core.models.registry import MODEL_CARD, load_detector
 from streamguard_core.training.paths import RunPaths
 
 

@@ -34,11 +34,11 @@ from typing import Any
 
 from streamguard_core.io import atomic_write_json, read_jsonl, to_jsonable
 from streamguard_core.locks import file_lock
+from streamguard_core.models.registry import MODEL_CARD
 
 REGISTRATION_FILE = "registration.json"
 PRODUCTION_FILE = "production.json"
 HISTORY_FILE = "history.jsonl"
-MODEL_CARD = "model_card.json"
 LOCK_FILE = ".lock"
 DEFAULT_LOCK_TIMEOUT_S = 900.0
 """How long a promotion waits for another one (which may be scoring production) to finish."""

@@ -125,6 +125,9 @@ def vocab_fingerprint() -> str:
 # _IDENT / _KEEP and the walk is exactly the AST-only one.
 _STRUCTURAL, _KEEP, _IDENT, _NAMED_LEAF, _LITERAL, _COMMENT, _ERROR = range(7)
 _VAR, _ASSIGN, _UPDATE, _DECL, _PARAM, _RANGE_FOR, _FUNC = range(7, 14)
+# Anonymous kinds (the grammar's literal strings: punctuation, keywords, operators) are leaves,
+# so the walk does not try to enter them: _PUNCT is a _STRUCTURAL one, _TOKEN a _KEEP one.
+_PUNCT, _TOKEN = range(14, 16)
 _DATA_FLOW_ACTIONS = {
     "identifier": _VAR,
     "assignment_expression": _ASSIGN,
@@ -190,6 +193,8 @@ def _kind_table(lang_name: str, data_flow: bool = False) -> _KindTable:
             action[kind_id] = _KEEP
         if data_flow and named and keep and name in _DATA_FLOW_ACTIONS:
             action[kind_id] = _DATA_FLOW_ACTIONS[name]
+        if not named and action[kind_id] in (_STRUCTURAL, _KEEP):
+            action[kind_id] = _PUNCT if action[kind_id] == _STRUCTURAL else _TOKEN
         if keep:
             vocab_id[kind_id] = index.get(name, index[UNK])
         if not named and name.strip():
@@ -417,15 +422,20 @@ def _walk(
         cursor.goto_next_sibling,
         cursor.goto_parent,
     )
-    parents = [-1]  # nearest kept ancestor per depth
+    parent = -1  # nearest kept ancestor
+    parents: list[int] = []  # ``parent`` of the enclosing depths
     push, pop = parents.append, parents.pop
     while True:
         node: tree_sitter.Node = cursor.node  # type: ignore[assignment]  # never None mid-walk
         kid = node.kind_id
         act = action[kid]
-        if act == _STRUCTURAL:
+        if act == _PUNCT:
+            name = kind_name[kid]
+            if name:
+                add_norm(name)
+        elif act == _STRUCTURAL:
             if goto_child():
-                push(parents[-1])
+                push(parent)
                 continue
             name = kind_name[kid]
             if name:
@@ -437,13 +447,10 @@ def _walk(
                 truncated = True
                 break
             add_type(vocab_id[kid])
-            add_parent(parents[-1])
+            add_parent(parent)
             current = n
             n += 1
-            if act == _KEEP:
-                if goto_child():
-                    push(current)
-                    continue
+            if act == _TOKEN or (act == _KEEP and not goto_child()):  # a leaf
                 name = kind_name[kid]
                 if name:
                     add_norm(name)
@@ -451,6 +458,10 @@ def _walk(
                     start, end = node.start_byte, node.end_byte
                     if end > start:
                         add_norm(src[start:end])  # other named leaves: true, NULL, this ...
+            elif act == _KEEP:  # the cursor went to its first child
+                push(parent)
+                parent = current
+                continue
             elif act in (_IDENT, _VAR):  # _VAR: also a variable's data-flow edges
                 start = node.start_byte
                 text = src[start : node.end_byte]
@@ -503,7 +514,8 @@ def _walk(
             elif act == _ERROR:  # kept as a node, its bytes counted, its children walked
                 error_bytes += node.end_byte - node.start_byte
                 if goto_child():
-                    push(current)
+                    push(parent)
+                    parent = current
                     continue
             else:  # a data-flow construct: note the variables it writes, then walk it
                 if act == _FUNC:  # no data flow across functions
@@ -522,18 +534,19 @@ def _walk(
                     for var_start, flags, effective in _written_variables(node, act):
                         targets[var_start] = (flags, effective)
                 if goto_child():
-                    push(current)
+                    push(parent)
+                    parent = current
                     continue
         while not goto_sibling():
             if not goto_parent():
                 return n - base, error_bytes / max(len(src), 1), False, _key(norm)
-            pop()
+            parent = pop()
     return n - base, error_bytes / max(len(src), 1), truncated, _key(norm)
 
 
 # Kinds that are a node but never walked into (their subtree is one leaf); the other node kinds
 # (_KEEP, _ERROR and the data-flow constructs) are walked into, as _STRUCTURAL kinds are.
-_LEAF_ACTIONS = frozenset([_IDENT, _VAR, _LITERAL, _NAMED_LEAF])
+_LEAF_ACTIONS = frozenset([_IDENT, _VAR, _LITERAL, _NAMED_LEAF, _TOKEN, _PUNCT])
 
 
 def _node_starts(tree: tree_sitter.Tree, table: _KindTable, max_nodes: int
@@ -551,7 +564,7 @@ def _node_starts(tree: tree_sitter.Tree, table: _KindTable, max_nodes: int
         node: tree_sitter.Node = cursor.node  # type: ignore[assignment]  # never None mid-walk
         act = action[node.kind_id]
         descend = act != _COMMENT and act not in _LEAF_ACTIONS
-        if act != _STRUCTURAL and act != _COMMENT:
+        if act != _STRUCTURAL and act != _COMMENT and act != _PUNCT:
             if len(starts) >= max_nodes:
                 return starts, types
             starts.append(node.start_byte)

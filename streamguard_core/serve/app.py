@@ -36,6 +36,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamguard_core import __version__
 from streamguard_core.config import ServeConfig
+from streamguard_core.models.registry import MODEL_CARD
 
 log = logging.getLogger("streamguard.serve")
 
@@ -146,7 +148,7 @@ def load_model(
     else:
         detector = detector_or_model_dir
     root = Path(model_dir) if model_dir is not None else None
-    card_path = root / "model_card.json" if root is not None else None
+    card_path = root / MODEL_CARD if root is not None else None
     if card_path is not None and card_path.exists():
         card = json.loads(card_path.read_text())
     else:
@@ -209,10 +211,31 @@ def parse_request(body: bytes, content_type: str) -> ScanRequest:
             {"errors": [{"field": "(body)", "message": "must be a JSON object"}]},
         )  # fmt: skip
     try:
-        return ScanRequest.model_validate(data)
+        request = ScanRequest.model_validate(data)
     except ValidationError as exc:
         message, errors = validation_errors(exc)
         raise ServeError(422, message, {"errors": errors}) from exc
+    _refuse_lone_surrogates(request)
+    return request
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_lone_surrogates(request: ScanRequest) -> None:
+    """400 when a JSON escape such as ``"\\ud800"`` put a lone UTF-16 surrogate in a text: it
+    is valid JSON but no Unicode text (it cannot be encoded, parsed or echoed back)."""
+    texts = [("code", request.code), ("filename", request.filename)]
+    texts += [(f"functions[{i}]", text) for i, text in enumerate(request.functions or ())]
+    for where, text in texts:
+        found = _LONE_SURROGATE.search(text) if text else None
+        if found is not None:
+            raise ServeError(
+                400,
+                f"{where} holds a lone surrogate escape (\\u{ord(found.group()):04x} at "
+                f"character {found.start()}): not Unicode text",
+                {"errors": [{"field": where, "message": "lone surrogate escape"}]},
+            )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from streamguard_core.config import ServeConfig
+from streamguard_core.models.registry import MODEL_CARD
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -106,10 +107,10 @@ def resolve_serving(args: argparse.Namespace) -> tuple[str, ServeConfig, bool]:
         except (ValueError, TypeError) as exc:
             raise ValueError(f"${SERVE_CONFIG_ENV} is not a JSON object of ServeConfig fields: "
                              f"{exc}") from exc  # fmt: skip
-    if not (Path(model_dir) / "model_card.json").is_file():
+    if not (Path(model_dir) / MODEL_CARD).is_file():
         raise ValueError(
             "give --model-dir DIR or --registry DIR (without them the SageMaker container "
-            f"contract applies, and {model_dir} holds no model_card.json)"
+            f"contract applies, and {model_dir} holds no {MODEL_CARD})"
         )
     values.setdefault("host", SAGEMAKER_HOST)
     values.setdefault("port", int(os.environ.get("SAGEMAKER_BIND_TO_PORT") or SAGEMAKER_PORT))

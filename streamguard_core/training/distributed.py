@@ -401,10 +401,9 @@ def launch(
     if status is None and stop_sent_at is not None:
         raise TrainingInterrupted(f"stop requested; the {nproc} DDP processes saved 'latest'")
     if status is None:
-        status = RunStatus(
-            model=spec.name, kind=spec.model.kind, seed=spec.seed, status="failed",
-            error=_failure_reason(log_path, code), device=device_type, run_dir=str(paths.root),
-        )  # fmt: skip
+        status = RunStatus.of_job(
+            spec, "failed", error=_failure_reason(log_path, code), device=device_type
+        )
     status = status.model_copy(
         update={"backend": backend, "wall_s": round(time.perf_counter() - t0, 2)}
     )

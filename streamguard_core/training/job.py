@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from streamguard_core.config import TrainJobSpec, load_yaml
 from streamguard_core.io import atomic_write_json
+from streamguard_core.redact import redact_text
 from streamguard_core.training.paths import RunPaths
 
 if TYPE_CHECKING:
@@ -61,6 +62,12 @@ class RunStatus(BaseModel):
     job_name: str | None = Field(None, description="SageMaker training job name.")
     secondary_status: list[str] | None = Field(None, description="SageMaker transitions.")
     world_size: int = Field(1, ge=1, description="DDP processes that trained the run.")
+
+    @classmethod
+    def of_job(cls, spec: TrainJobSpec, status: RunState, **fields: Any) -> RunStatus:
+        """``spec``'s status: its name, kind, seed and run dir, then ``fields`` (``error`` ...)."""
+        return cls(model=spec.name, kind=spec.model.kind, seed=spec.seed, status=status,
+                   run_dir=str(RunPaths(spec.run_dir).root), **fields)  # fmt: skip
 
     def write(self, run_dir: str | Path | None = None) -> Path:
         """Write ``run_status.json`` atomically (into ``run_dir``, default ``self.run_dir``)."""
@@ -111,9 +118,8 @@ def run_job(
     worker = distributed.worker_env()
 
     def failed(exc: Exception, world_size: int = 1) -> RunStatus:
-        return RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed, status="failed",
-                         error=str(exc), backend=backend, device=device,
-                         run_dir=str(paths.root), world_size=world_size)  # fmt: skip
+        return RunStatus.of_job(spec, "failed", error=str(exc), backend=backend, device=device,
+                                world_size=world_size)  # fmt: skip
 
     nproc = spec.train.nproc_per_node
     if not neural and (nproc > 1 or worker is not None):
@@ -124,9 +130,7 @@ def run_job(
             spec.model.kind,
         )
         if worker is not None and worker.rank > 0:
-            return RunStatus(model=spec.name, kind=spec.model.kind, seed=spec.seed,
-                             status="completed", backend=backend, device="cpu",
-                             run_dir=str(paths.root))  # fmt: skip
+            return RunStatus.of_job(spec, "completed", backend=backend, device="cpu")
         worker = None
     if worker is None and neural and nproc > 1:
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -178,10 +182,9 @@ def _run_here(
     resumed = neural and is_valid_checkpoint(paths.latest)
     if dist is not None:  # every rank must take rank 0's view of the run directory
         resumed = dist.broadcast(resumed)
-    status = RunStatus(
-        model=spec.name, kind=spec.model.kind, seed=spec.seed, status="completed",
-        backend=backend, device=str(resolve_device(device)) if neural else "cpu",
-        run_dir=str(paths.root), resumed=resumed,
+    status = RunStatus.of_job(
+        spec, "completed", backend=backend,
+        device=str(resolve_device(device)) if neural else "cpu", resumed=resumed,
         world_size=dist.world_size if dist is not None else 1,
     )  # fmt: skip
     try:
@@ -195,7 +198,10 @@ def _run_here(
         raise
     except Exception as exc:  # a failed seed is reported, never allowed to stop the others
         rank = f" (rank {dist.rank})" if dist is not None else ""
-        log.error("%s seed %d failed%s:\n%s", spec.name, spec.seed, rank, traceback.format_exc())
+        # the console and Prefect's log have no redacting filter: a traceback can quote a URL
+        # or a token (run_status.json's error is redacted by atomic_write_json)
+        trace = redact_text(traceback.format_exc())
+        log.error("%s seed %d failed%s:\n%s", spec.name, spec.seed, rank, trace)
         status.status, status.error = "failed", f"{type(exc).__name__}: {exc}"
     status.wall_s = round(time.perf_counter() - t0, 2)
     if main:

@@ -22,6 +22,7 @@ import torch
 from streamguard_core.config import BaselineConfig, TrainConfig, TrainJobSpec
 from streamguard_core.io import atomic_write_json
 from streamguard_core.models.adapters import adapter_for, resolve_device
+from streamguard_core.models.registry import MODEL_CARD
 from streamguard_core.preprocess.dataset import ProcessedDataset
 from streamguard_core.redact import RedactingFilter
 from streamguard_core.training.batch_size import auto_batch_size
@@ -92,7 +93,7 @@ def save_detector(spec: TrainJobSpec, model: torch.nn.Module, out: Path, card: d
     adapter_for(spec.model.kind).save(model, spec.model, data_dir, out)
     # the tokenizer and preprocessing settings travel with the model (evaluate, scan)
     shutil.copytree(data_dir / "tokenizer", out, dirs_exist_ok=True)
-    atomic_write_json(out / "model_card.json", card)
+    atomic_write_json(out / MODEL_CARD, card)
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+from scripts.loopback import free_port as free_port  # re-exported: conftest.py imports it here
 
 REGION = "us-east-1"
 BUCKET = "streamguard-test"
@@ -39,12 +39,6 @@ def tiny_gnn(data_dir: str = "/data", run_dir: str = "/run", **train: object):
 
     raw = {**TINY_GNN, "train": {**TINY_GNN["train"], **train}}
     return TrainJobSpec.model_validate({**raw, "data_dir": data_dir, "run_dir": run_dir})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def client(service: str, endpoint_url: str | None = None):

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from scripts.loopback import RUNNER_ENV, free_port, prefect_env
+
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
 
@@ -40,13 +41,13 @@ SERVER_START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 
 _RUNNING: list[ManagedProcess] = []
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# on top of prefect_env (scripts/loopback.py) for a server and every process run against it
+PROCESS_SETTINGS = {
+    **RUNNER_ENV,
+    # a worker polls every 2 s instead of 10 (the run starts sooner)
+    "PREFECT_WORKER_QUERY_SECONDS": "2",
+    "PREFECT_CLI_WRAP_LINES": "false",
+}
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -233,37 +234,16 @@ def run_command(args: list[str], env: dict[str, str], cwd: Path, timeout_s: floa
     return output
 
 
-def prefect_env(home: Path, api_url: str) -> dict[str, str]:
-    """A clean environment for Prefect processes: private home, this server, no telemetry."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_UI_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        # a worker polls every 2 s instead of 10 (the run starts sooner)
-        PREFECT_WORKER_QUERY_SECONDS="2",
-        PREFECT_CLI_WRAP_LINES="false",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        PYTHONUNBUFFERED="1",
-    )
-    # the server's own notifications (httpx) must not go through a proxy to 127.0.0.1 either
-    return env
-
-
 @contextlib.contextmanager
 def running_prefect_server(root: Path, **server_env: str) -> Iterator[PrefectServer]:
     """`prefect server start --host 127.0.0.1 --port <free>` with its own PREFECT_HOME under
-    ``root`` and ``server_env`` on top of :func:`prefect_env` (e.g. its database URL), healthy;
-    at exit it and every process started after it (workers first) are stopped."""
+    ``root`` and ``server_env`` on top of :func:`prefect_env` with :data:`PROCESS_SETTINGS`
+    (e.g. its database URL), healthy; at exit it and every process started after it (workers
+    first) are stopped."""
     home, logs = root / "prefect_home", root / "logs"
     home.mkdir()
     port = free_port()
-    env = prefect_env(home, f"http://127.0.0.1:{port}/api")
+    env = prefect_env(home, f"http://127.0.0.1:{port}/api", **PROCESS_SETTINGS)
     process = ManagedProcess(
         "prefect-server",
         [str(BIN_DIR / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],

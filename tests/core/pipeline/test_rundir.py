@@ -4,7 +4,10 @@ tests/core/test_locks.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
 
 import pytest
 from pydantic import ValidationError
@@ -110,3 +113,31 @@ def test_shared_data_lock_and_link(tmp_path):
     b = PipelineConfig(output_root=str(tmp_path), run_id="b")
     with pytest.raises(ValueError, match="a directory where the link to the shared data set"):
         link_run_data(run_paths(b, resolve_run_dir(b)))
+
+
+def test_a_run_waiting_for_the_shared_data_set_says_for_whom_then_reuses_it(tmp_path, caplog):
+    """flock locks of two open files conflict within one process too: a thread stands in for
+    the second run."""
+    config = PipelineConfig(output_root=str(tmp_path), run_id="a")
+    paths = run_paths(config, resolve_run_dir(config))
+    seen: list[bool] = []
+
+    def second_run() -> None:
+        with data_lock(paths, "run b") as complete:
+            seen.append(complete)
+
+    caplog.set_level(logging.INFO, logger="streamguard.rundir")
+    with data_lock(paths, "run a") as complete:
+        assert complete is False
+        waiter = threading.Thread(target=second_run)
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while "waiting for the shared data set" not in caplog.text:
+            assert time.monotonic() < deadline, "the second run never said it waits"
+            time.sleep(0.02)
+        assert "run a" in caplog.text and str(paths.data_lock) in caplog.text
+        assert seen == []  # still waiting while the first run builds
+        paths.data_dir.mkdir(parents=True)
+        (paths.data_dir / "preprocessing_metadata.json").write_text("{}")
+    waiter.join(30)
+    assert seen == [True]

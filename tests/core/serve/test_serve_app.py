@@ -256,6 +256,14 @@ def test_limits_answer_413_and_the_server_stays_up(model_dir: Path, serve) -> No
         (b'["int f(void) {}"]', 422, "must be a JSON object"),
         (b'"int f(void) {}"', 422, "must be a JSON object"),
         (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
+        # valid JSON, but a lone UTF-16 surrogate is no text (it was a 500)
+        (b'{"code": "int f(void) {}\\ud800"}', 400, "code holds a lone surrogate escape"),
+        (b'{"functions": ["int f(void) {}", "x\\udfff"]}', 400, "functions[1] holds a lone"),
+        (
+            b'{"code": "int f(void) {}", "filename": "\\ud83d.c"}',
+            422,
+            "filename: Input should be a valid string",
+        ),
     ],
 )
 def test_bad_requests_are_named_and_the_server_stays_up(

@@ -21,13 +21,13 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from scripts.loopback import free_port
 from streamguard_core.config import (
     BaselineConfig,
     GNNConfig,
@@ -93,12 +93,6 @@ def one_process(data_dir, tmp_path_factory):
 # --------------------------------------------------------------------------- ranks as torchrun
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _rank(spec_json: str, rank: int, world: int, port: int, stop_after: int | None) -> None:
     """One rank, as torchrun starts it: its environment, then ``run_job`` (job.main's call)."""
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
@@ -127,7 +121,7 @@ def _run_ranks(spec: TrainJobSpec, world: int = 2, stop_rank: int | None = None,
 
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)  # the local backend's: shared, torch imported once
-    port = _free_port()
+    port = free_port()
     procs = [
         context.Process(target=_rank, args=(spec.model_dump_json(), r, world, port,
                                             stop_after if r == stop_rank else None))
