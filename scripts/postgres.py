@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also as python scripts/postgres.py
 from scripts.loopback import free_port
 
 PG_BIN_ENV = "STREAMGUARD_PG_BIN"
@@ -267,8 +268,17 @@ def _server_owner() -> pwd.struct_passwd | None:
         ) from None
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """``python -m scripts.postgres``: start one, print its URL, wait for Ctrl-C, clean up."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m scripts.postgres",
+        description="Start a throwaway PostgreSQL on 127.0.0.1 (own data dir under the temp dir, "
+        "a free port), print the PREFECT_API_DATABASE_CONNECTION_URL to export, and wait; "
+        "Ctrl-C or SIGTERM stops it and deletes its data. Server binaries: "
+        f"${PG_BIN_ENV}, else {DEBIAN_GLOB} (the newest), else initdb on PATH.",
+    ).parse_args(argv)
     try:
         pg = LocalPostgres.start(durable=True)
     except PostgresUnavailable as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+
+log = logging.getLogger("streamguard.locks")
 
 # Polling (instead of a blocking flock) keeps a waiting thread responsive to cancellation and
 # lets it time out; the interval grows so that a long wait costs next to nothing.
@@ -114,14 +117,20 @@ class FileLock:
         return (mine.st_dev, mine.st_ino) == (at_path.st_dev, at_path.st_ino)
 
     def acquire(self, timeout_s: float | None = None) -> None:
-        """Wait for the lock (``timeout_s`` None: as long as it takes).
+        """Wait for the lock (``timeout_s`` None: as long as it takes); a wait is logged once
+        (INFO, ``streamguard.locks``), naming the lock file and its holder.
 
         Raises:
             LockTimeout: ``timeout_s`` passed; the message names the lock file and its holder.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pause = _POLL_FIRST_S
+        said = False
         while not self.try_acquire():
+            if not said:
+                log.info("%s: waiting for the lock %s, held by %s",
+                         self.what, self.path, read_holder(self.path))  # fmt: skip
+                said = True
             if deadline is not None and time.monotonic() >= deadline:
                 holder = read_holder(self.path)
                 raise LockTimeout(

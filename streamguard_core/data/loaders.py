@@ -200,7 +200,9 @@ def _refuse_foreign_encoding(path: Path) -> None:
             )
 
 
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone UTF-16 surrogate in a ``str``: what a JSON escape such as ``"\\ud800"`` decodes to;
+valid JSON, but no Unicode text (it cannot be encoded as UTF-8)."""
 # a JSON escape of a lone surrogate (how one reaches a decoded object)
 _SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -212,7 +214,7 @@ def _surrogate_field(obj: dict[str, Any]) -> str | None:
         while stack:
             item = stack.pop()
             if isinstance(item, str):
-                if _SURROGATE_RE.search(item):
+                if LONE_SURROGATE.search(item):
                     return repr(key)
             elif isinstance(item, dict):
                 stack.extend(item.keys())

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,6 @@ from streamguard_core import __version__
 from streamguard_core.config import DataConfig, PipelineConfig, PreprocessConfig
 from streamguard_core.io import sha256_file
 from streamguard_core.locks import LockBusy, file_lock, try_lock
-
-log = logging.getLogger("streamguard.rundir")
 
 RUNS_DIR = "runs"
 DATA_DIR = "data"
@@ -177,16 +174,8 @@ def data_lock(paths: PipelineRunPaths, holder: str) -> Iterator[bool]:
         yield (paths.data_dir / METADATA_FILE).is_file()
         return
     # no timeout: a run waits as long as the concurrent build takes (the builder's process
-    # ending, however it ends, frees the lock); it says once whom it waits for
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(try_lock(paths.data_lock, what=holder))
-        except LockBusy as busy:
-            log.info(
-                "waiting for the shared data set %s: %s is building it (lock %s)",
-                paths.data_dir, busy.holder, paths.data_lock,
-            )  # fmt: skip
-            stack.enter_context(file_lock(paths.data_lock, what=holder))
+    # ending, however it ends, frees the lock); the lock logs whom it waits for
+    with file_lock(paths.data_lock, what=holder):
         yield (paths.data_dir / METADATA_FILE).is_file()
 
 

@@ -36,7 +36,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -52,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamguard_core import __version__
 from streamguard_core.config import ServeConfig
+from streamguard_core.data.loaders import LONE_SURROGATE
 from streamguard_core.models.registry import MODEL_CARD
 
 log = logging.getLogger("streamguard.serve")
@@ -219,16 +219,13 @@ def parse_request(body: bytes, content_type: str) -> ScanRequest:
     return request
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _refuse_lone_surrogates(request: ScanRequest) -> None:
     """400 when a JSON escape such as ``"\\ud800"`` put a lone UTF-16 surrogate in a text: it
     is valid JSON but no Unicode text (it cannot be encoded, parsed or echoed back)."""
     texts = [("code", request.code), ("filename", request.filename)]
     texts += [(f"functions[{i}]", text) for i, text in enumerate(request.functions or ())]
     for where, text in texts:
-        found = _LONE_SURROGATE.search(text) if text else None
+        found = LONE_SURROGATE.search(text) if text else None
         if found is not None:
             raise ServeError(
                 400,

@@ -126,13 +126,13 @@ def test_a_run_waiting_for_the_shared_data_set_says_for_whom_then_reuses_it(tmp_
         with data_lock(paths, "run b") as complete:
             seen.append(complete)
 
-    caplog.set_level(logging.INFO, logger="streamguard.rundir")
+    caplog.set_level(logging.INFO, logger="streamguard.locks")
     with data_lock(paths, "run a") as complete:
         assert complete is False
         waiter = threading.Thread(target=second_run)
         waiter.start()
         deadline = time.monotonic() + 30
-        while "waiting for the shared data set" not in caplog.text:
+        while "run b: waiting for the lock" not in caplog.text:
             assert time.monotonic() < deadline, "the second run never said it waits"
             time.sleep(0.02)
         assert "run a" in caplog.text and str(paths.data_lock) in caplog.text
